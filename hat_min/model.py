@@ -1,0 +1,80 @@
+"""HAT: Swin and BERT token features aligned at several depths by stacked cross-attention.
+
+Level l pairs Swin stage ``levels[l][0]`` with BERT layer ``levels[l][1]``. Each side of each
+level has its own linear projection to the shared width D (image tokens pass a LayerNorm of
+their own first); no L2 normalisation before the alignment. The score of an (image, caption)
+pair is the weighted sum over levels of the SCAN score; training minimises the hinge loss.
+
+    model = HAT(HATConfig.preset("tiny"))
+    loss = model(images, input_ids, attention_mask)            # (B,3,S,S), (B,W), (B,W) -> scalar
+    img = model.encode_image(images)                           # L tensors (N_img, R_l, D)
+    txt = model.encode_text(input_ids, attention_mask)         # L tensors (N_cap, W, D)
+    sims = model.score(img, txt, attention_mask)               # (N_img, N_cap)
+
+Encoding and scoring are separate so that evaluation encodes every image and caption once.
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from . import pretrained
+from .alignment import hierarchical_similarity
+from .config import HATConfig
+from .encoders import BertLayers, SwinStages
+from .loss import hinge_triplet_loss
+
+
+class HAT(nn.Module):
+    """Hierarchical Alignment Transformer for image-text retrieval."""
+
+    def __init__(self, config: HATConfig):
+        super().__init__()
+        pretrained.check_available(config)  # fail in one sentence before building anything
+        self.config = config
+        stages = [stage for stage, _ in config.levels]
+        layers = [layer for _, layer in config.levels]
+        self.image_encoder = SwinStages(config, stages)
+        self.text_encoder = BertLayers(config, layers)
+        channels = [self.image_encoder.channels[s] for s in stages]
+        self.image_norms = nn.ModuleList(nn.LayerNorm(c) for c in channels)
+        self.image_proj = nn.ModuleList(nn.Linear(c, config.embed_dim) for c in channels)
+        self.text_proj = nn.ModuleList(nn.Linear(self.text_encoder.width, config.embed_dim) for _ in layers)
+
+    def encode_image(self, images: Tensor) -> list[Tensor]:
+        """Per-level image tokens: (B, 3, S, S) -> L tensors (B, R_l, D)."""
+        stages = self.image_encoder(images)  # {stage: (B, R, C)}
+        return [
+            proj(norm(stages[stage]))
+            for (stage, _), norm, proj in zip(self.config.levels, self.image_norms, self.image_proj)
+        ]
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> list[Tensor]:
+        """Per-level word tokens: (B, W) ids and mask -> L tensors (B, W, D); padding is masked later."""
+        layers = self.text_encoder(input_ids, attention_mask)  # {layer: (B, W, H)}
+        return [proj(layers[layer]) for (_, layer), proj in zip(self.config.levels, self.text_proj)]
+
+    def score(
+        self, image_feats: list[Tensor], text_feats: list[Tensor], attention_mask: Tensor, chunk_size: int = 1024
+    ) -> Tensor:
+        """HAT's similarity of every image with every caption: -> (N_img, N_cap)."""
+        cfg = self.config
+        return hierarchical_similarity(
+            image_feats, text_feats, attention_mask, cfg.weights, cfg.direction, cfg.lambda_softmax, chunk_size
+        )
+
+    def forward(
+        self,
+        images: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        image_ids: Tensor | None = None,
+        max_violation: bool | None = None,
+    ) -> Tensor:
+        """Hinge triplet loss of a batch of matching pairs (image b, caption b), summed over the batch.
+
+        ``image_ids`` (B,) keeps two captions of one image from being each other's negatives;
+        ``max_violation`` overrides the config (all negatives early in training, hardest later).
+        """
+        scores = self.score(self.encode_image(images), self.encode_text(input_ids, attention_mask), attention_mask)
+        hardest = self.config.max_violation if max_violation is None else max_violation
+        return hinge_triplet_loss(scores, self.config.margin, hardest, image_ids)
