@@ -43,6 +43,9 @@ class HATConfig:
     swin_window: int | None = 4  # attention window side (None: architecture's, 7)
     image_mean: tuple[float, float, float] = IMAGENET_MEAN  # normalisation of the backbone
     image_std: tuple[float, float, float] = IMAGENET_STD
+    eval_resize_ratio: float = 1.0  # eval: resize to ratio * image_size, centre-crop (paper: 256/224)
+    train_crop_scale: tuple[float, float] = (1.0, 1.0)  # RandomResizedCrop area range; (1, 1): no crop
+    train_hflip: bool = True  # random horizontal flips, "left" and "right" swapped in the caption too
 
     # --- text encoder: a BERT from transformers -------------------------------------------
     text_model: str = SCRATCH  # "scratch", "minilm", or a hub id / folder ("bert-base-uncased")
@@ -64,7 +67,8 @@ class HATConfig:
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep tuples so that configs compare equal and stay hashable.
-        for name in ("levels", "level_weights", "swin_depths", "swin_heads", "image_mean", "image_std"):
+        for name in ("levels", "level_weights", "swin_depths", "swin_heads", "image_mean", "image_std",
+                     "train_crop_scale"):
             value = getattr(self, name)
             if isinstance(value, list):
                 value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
@@ -86,6 +90,9 @@ class HATConfig:
             errors.append(f"direction must be 'i2t' or 't2i', not {self.direction!r}")
         if self.lambda_softmax <= 0 or self.margin < 0 or self.embed_dim < 1:
             errors.append("lambda_softmax must be > 0, margin >= 0 and embed_dim >= 1")
+        low, high = self.train_crop_scale
+        if not 0 < low <= high <= 1 or self.eval_resize_ratio < 1:
+            errors.append("train_crop_scale must satisfy 0 < low <= high <= 1 and eval_resize_ratio >= 1")
         if self.max_text_len < 3:
             errors.append("max_text_len must leave room for [CLS], a word and [SEP]")
         if errors:
@@ -146,6 +153,8 @@ PRESETS: dict[str, HATConfig] = {
         swin_depths=None,
         swin_heads=None,
         swin_window=None,
+        eval_resize_ratio=256 / 224,  # Resize(256) + CenterCrop(224)
+        train_crop_scale=(0.08, 1.0),  # RandomResizedCrop(224) with torchvision's default scale
         text_model="bert-base-uncased",
         levels=((2, 4), (3, 10), (4, 12)),
         embed_dim=768,

@@ -1,0 +1,540 @@
+"""Synthetic shapes: the embedded, offline default dataset of hat_min.
+
+What: small rendered scenes of two groups of coloured shapes, each image with FIVE different
+captions, e.g. "two small red triangles above a large striped blue circle". It stands in for
+Flickr30K/MSCOCO when there is no internet and no GPU, and it is built so that retrieval is a
+real problem at the levels of meaning HAT aligns separately (paper Sec. 3, "hierarchical
+alignment": shallow Swin stages with shallow BERT layers, deep with deep):
+
+- low level: colour (8), texture (plain, striped, dotted), size (small, large);
+- middle level: object kind (circle, square, triangle, diamond, star, cross) and count (1-3);
+- high level: the spatial relation between the two groups (above/below, left of/right of) and
+  which attributes belong to which group (binding).
+
+Hard negatives. Scenes come in FAMILIES of four: the base scene, its *binding swap* (one
+attribute - colour, texture or size - exchanged between the two groups) and its *role swap*
+(the two groups exchange places), plus both swaps together. All four have the same bag of
+words, so a bag-of-words model cannot tell them apart; only a model that binds attributes to
+objects and reads the relation can. A family never straddles two splits, so every test image
+has its hard negatives in the test split. Scene descriptions never repeat across splits.
+
+Scenes are stored canonically: `relation` is "above" or "left of" and reads
+"subject relation object"; "below" / "right of" describe the same scenes with the roles
+exchanged, and the captions use all four (plus synonyms and re-phrasings such as
+"B below A" for "A above B").
+
+Augmentation lesson: a horizontal flip turns "left of" into "right of". A loader that flips an
+image must flip its caption too - see `flip_caption` (and `flip_scene` for the scene record).
+A vertical flip would need "above"<->"below" AND would turn triangles and stars upside down,
+so do not use one.
+
+Determinism: everything derives from `seed` (numpy PCG64 streams keyed by seed, split and row),
+so the same arguments give byte-identical images and captions on every run. The test split
+depends only on `seed` and `n_test` (it is drawn first), so changing `--n-train` never
+changes the benchmark.
+
+Run:
+    python -m data_prep.synthetic --out data/synthetic            # 10,000 / 500 / 1,000
+    python -m data_prep.synthetic --out DIR --n-train 2000 --image-size 96 --seed 1 --overwrite
+
+Columns: image (PNG), captions (5 str), image_id (train from 0, val from 1,000,000, test from
+2,000,000), filename ("test/000123.png"), family (int, shared by the four members of a family;
+rows of a family are adjacent) and scene, a JSON string:
+    {"relation": "above" | "left of", "subject": GROUP, "object": GROUP,
+     "variant": "base" | "binding" | "role" | "binding+role", "swapped": "colour" | "texture" | "size",
+     "image_size": 64, "boxes": {"subject": [[x0, y0, x1, y1], ...], "object": [...]}}
+with GROUP = {"count": 1-3, "size", "colour", "texture", "shape"}. `parse_caption` reads any
+caption back into {"relation", "subject", "object"}.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
+
+from data_prep._common import (
+    DataPrepError,
+    check_out,
+    folder_size,
+    image_cell,
+    make_features,
+    run_cli,
+    save_dataset,
+)
+
+# ----------------------------------------------------------------------------- vocabulary
+COLOURS = {
+    "red": (214, 39, 40),
+    "green": (40, 160, 50),
+    "blue": (35, 85, 225),
+    "yellow": (245, 208, 25),
+    "purple": (145, 65, 195),
+    "orange": (250, 128, 15),
+    "white": (252, 252, 252),
+    "black": (30, 30, 30),
+}
+SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
+SIZES = ("small", "large")
+TEXTURES = ("plain", "striped", "dotted")
+COUNTS = (1, 2, 3)
+RELATIONS = ("above", "left of")  # canonical; subject is above / to the left of object
+ATTRIBUTES = ("count", "size", "colour", "texture", "shape")
+BINDING_ATTRIBUTES = ("colour", "texture", "size")  # swapping these keeps every word
+VARIANTS = ("base", "binding", "role", "binding+role")
+
+SCENE_FEATURES = make_features({"scene": datasets.Value("string"), "family": datasets.Value("int64")})
+
+_SPLIT_ORDER = ("test", "val", "train")  # drawn in this order: test depends on n_test only
+_ID_OFFSET = {"train": 0, "val": 1_000_000, "test": 2_000_000}
+_SIZE_FRACTION = {"small": 0.16, "large": 0.27}  # object diameter / image side
+
+# ----------------------------------------------------------------------------- caption grammar
+_COUNT_WORDS = {1: ("a", "one", "a single"), 2: ("two", "a pair of"), 3: ("three",)}
+_SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
+_TEXTURE_ADJ = {"plain": ("", "", "plain", "solid"), "striped": ("striped",), "dotted": ("dotted", "spotted")}
+_TEXTURE_WITH = {"plain": ("",), "striped": ("with stripes",), "dotted": ("with dots", "with spots")}
+_SHAPE_WORDS = {
+    "circle": (("circle", "circles"), ("disc", "discs")),
+    "square": (("square", "squares"),),
+    "triangle": (("triangle", "triangles"),),
+    "diamond": (("diamond", "diamonds"),),
+    "star": (("star", "stars"),),
+    "cross": (("cross", "crosses"), ("plus sign", "plus signs")),
+}
+_RELATION_WORDS = {
+    "above": {
+        "fwd": ("above", "over", "on top of"),
+        "back": ("below", "under", "beneath", "underneath"),
+        "ends": ("at the top", "at the bottom"),
+    },
+    "left of": {
+        "fwd": ("to the left of", "left of", "on the left of"),
+        "back": ("to the right of", "right of", "on the right of"),
+        "ends": ("on the left", "on the right"),
+    },
+}
+# F = subject (top / left group), S = object (bottom / right group). True: a noun phrase that
+# may take a prefix such as "a picture of".
+_TEMPLATES = (
+    ("{F} {fwd} {S}", True),
+    ("{S} {back} {F}", True),
+    ("{F} {be_F} {fwd} {S}", False),
+    ("{S} {be_S} {back} {F}", False),
+    ("there {be_F} {F} {fwd} {S}", False),
+    ("there {be_S} {S} {back} {F}", False),
+    ("{S} with {F} {fwd} {it_S}", True),
+    ("{F} with {S} {back} {it_F}", True),
+    ("{F} {end_F} and {S} {end_S}", True),
+    ("{S} {end_S} and {F} {end_F}", True),
+)
+_PREFIXES = ("", "", "", "a picture of ", "an image of ", "a drawing of ")
+
+
+def _pick(rng: np.random.Generator, options):
+    """One element of `options`, drawn with `rng`."""
+    return options[int(rng.integers(len(options)))]
+
+
+def _group_phrase(group: dict, rng: np.random.Generator, allow_with: bool) -> str:
+    """A noun phrase for one group, e.g. "two little red striped triangles"."""
+    plural = group["count"] > 1
+    count = _pick(rng, _COUNT_WORDS[group["count"]])
+    size = _pick(rng, _SIZE_WORDS[group["size"]])
+    noun = _pick(rng, _SHAPE_WORDS[group["shape"]])[plural]
+    colour, texture = group["colour"], group["texture"]
+    place = 0 if texture == "plain" else int(rng.integers(3 if allow_with else 2))
+    if place == 2:
+        words = [count, size, colour, noun, _pick(rng, _TEXTURE_WITH[texture])]
+    else:
+        adj = _pick(rng, _TEXTURE_ADJ[texture])
+        words = [count, size, adj, colour, noun] if place == 0 else [count, size, colour, adj, noun]
+    return " ".join(w for w in words if w)
+
+
+def _one_caption(scene: dict, rng: np.random.Generator) -> str:
+    """One caption of `scene`, with a random template, synonyms, prefix and casing."""
+    subj, obj, words = scene["subject"], scene["object"], _RELATION_WORDS[scene["relation"]]
+    template, noun_phrase = _pick(rng, _TEMPLATES)
+    allow_with = " with " not in template
+    text = template.format(
+        F=_group_phrase(subj, rng, allow_with),
+        S=_group_phrase(obj, rng, allow_with),
+        fwd=_pick(rng, words["fwd"]),
+        back=_pick(rng, words["back"]),
+        end_F=words["ends"][0],
+        end_S=words["ends"][1],
+        be_F="is" if subj["count"] == 1 else "are",
+        be_S="is" if obj["count"] == 1 else "are",
+        it_F="it" if subj["count"] == 1 else "them",
+        it_S="it" if obj["count"] == 1 else "them",
+    )
+    if noun_phrase:
+        text = _pick(rng, _PREFIXES) + text
+    if rng.random() < 0.5:
+        text = text[0].upper() + text[1:] + "."
+    return text
+
+
+def make_captions(scene: dict, rng: np.random.Generator, n: int = 5) -> list[str]:
+    """`n` different captions of `scene` (different ignoring case and the final period)."""
+    captions, seen = [], set()
+    for _ in range(100 * n):
+        text = _one_caption(scene, rng)
+        key = text.lower().rstrip(".")
+        if key not in seen:
+            seen.add(key)
+            captions.append(text)
+        if len(captions) == n:
+            return captions
+    raise RuntimeError(f"could not write {n} different captions for {scene}")
+
+
+# ----------------------------------------------------------------------------- caption parser
+def _alt(options) -> str:
+    """A non-capturing regex alternation, longest option first."""
+    return "(?:" + "|".join(re.escape(o) for o in sorted(set(options), key=len, reverse=True) if o) + ")"
+
+
+_COUNT_OF = {w: n for n, ws in _COUNT_WORDS.items() for w in ws}
+_SIZE_OF = {w: s for s, ws in _SIZE_WORDS.items() for w in ws}
+_TEXTURE_OF = {w: t for d in (_TEXTURE_ADJ, _TEXTURE_WITH) for t, ws in d.items() for w in ws if w}
+_SHAPE_OF = {w: s for s, pairs in _SHAPE_WORDS.items() for pair in pairs for w in pair}
+_TEX_ADJ_RE = _alt(w for ws in _TEXTURE_ADJ.values() for w in ws)
+_TEX_WITH_RE = _alt(w for ws in _TEXTURE_WITH.values() for w in ws)
+_GROUP_NAMED_RE = re.compile(
+    rf"(?P<count>{_alt(_COUNT_OF)}) (?P<size>{_alt(_SIZE_OF)})(?: (?P<t1>{_TEX_ADJ_RE}))?"
+    rf" (?P<colour>{_alt(COLOURS)})(?: (?P<t2>{_TEX_ADJ_RE}))? (?P<shape>{_alt(_SHAPE_OF)})"
+    rf"(?: (?P<t3>{_TEX_WITH_RE}))?"
+)
+_GROUP_RE = re.sub(r"\(\?P<\w+>", "(?:", _GROUP_NAMED_RE.pattern)
+
+
+def _template_regex(template: str, noun_phrase: bool, relation: str) -> re.Pattern:
+    """Compile one caption template for one relation into a full-match regex."""
+    words = _RELATION_WORDS[relation]
+    fill = {"fwd": _alt(words["fwd"]), "back": _alt(words["back"]), "end_F": re.escape(words["ends"][0]),
+            "end_S": re.escape(words["ends"][1]), "be_F": "(?:is|are)", "be_S": "(?:is|are)",
+            "it_F": "(?:it|them)", "it_S": "(?:it|them)",
+            "F": f"(?P<F>{_GROUP_RE})", "S": f"(?P<S>{_GROUP_RE})"}
+    prefix = f"{_alt(_PREFIXES)}?" if noun_phrase else ""
+    parts = re.split(r"(\{\w+\})", template)
+    body = "".join(fill[p[1:-1]] if p.startswith("{") else re.escape(p) for p in parts)
+    return re.compile(prefix + body)
+
+
+_PARSERS = [(rel, _template_regex(t, np_, rel)) for t, np_ in _TEMPLATES for rel in RELATIONS]
+
+
+def _parse_group(text: str) -> dict:
+    """Turn a group phrase back into {count, size, colour, texture, shape}."""
+    m = _GROUP_NAMED_RE.fullmatch(text)
+    textures = [m[k] for k in ("t1", "t2", "t3") if m and m[k]] if m else []
+    if not m or len(textures) > 1:
+        raise ValueError(f"not a group phrase: {text!r}")
+    return {"count": _COUNT_OF[m["count"]], "size": _SIZE_OF[m["size"]], "colour": m["colour"],
+            "texture": _TEXTURE_OF[textures[0]] if textures else "plain", "shape": _SHAPE_OF[m["shape"]]}
+
+
+def parse_caption(text: str) -> dict:
+    """Read a synthetic caption back into a canonical scene {relation, subject, object}."""
+    norm = " ".join(text.lower().strip().rstrip(".").replace(",", " ").split())
+    for relation, regex in _PARSERS:
+        m = regex.fullmatch(norm)
+        if m:
+            return {"relation": relation, "subject": _parse_group(m["F"]), "object": _parse_group(m["S"])}
+    raise ValueError(f"not a caption of the synthetic grammar: {text!r}")
+
+
+# ----------------------------------------------------------------------------- flips
+_LEFT_RIGHT = re.compile(r"\b(left|right)(most|wards?|-hand)?\b", re.IGNORECASE)
+
+
+def _swap_side(m: re.Match) -> str:
+    """'left' <-> 'right' for one regex match, keeping its capitalisation."""
+    word = m.group(1)
+    new = "right" if word.lower() == "left" else "left"
+    if word.isupper():
+        new = new.upper()
+    elif word[0].isupper():
+        new = new.capitalize()
+    return new + (m.group(2) or "")
+
+
+def flip_caption(text: str) -> str:
+    """Caption of the horizontally flipped image: swap left/right words, everything else kept.
+
+    A horizontal flip turns "A to the left of B" into "A to the right of B" ("on the left" ->
+    "on the right", "leftmost" -> "rightmost", ...). Apply it whenever an image is flipped for
+    augmentation, or the flipped pair teaches the model the wrong relation. Caveat for real
+    captions: the verb "left" ("he left the room") is swapped too.
+    """
+    return _LEFT_RIGHT.sub(_swap_side, text)
+
+
+def flip_scene(scene: dict) -> dict:
+    """Scene record of the horizontally flipped image (left/right roles and boxes swapped).
+
+    Like `flip_caption`: "left of" becomes "right of", i.e. subject and object exchange roles.
+    """
+    out = dict(scene)
+    side = scene.get("image_size")
+    if "boxes" in scene and side:
+        out["boxes"] = {r: [[side - x1, y0, side - x0, y1] for x0, y0, x1, y1 in bs]
+                        for r, bs in scene["boxes"].items()}
+    if scene["relation"] == "left of":
+        out["subject"], out["object"] = scene["object"], scene["subject"]
+        if "boxes" in out:
+            out["boxes"] = {"subject": out["boxes"]["object"], "object": out["boxes"]["subject"]}
+    return out
+
+
+# ----------------------------------------------------------------------------- scenes
+def scene_key(scene: dict) -> str:
+    """A string that identifies a scene's content (relation, subject, object) and nothing else."""
+    return json.dumps([scene["relation"], scene["subject"], scene["object"]], sort_keys=True)
+
+
+def _sample_group(rng: np.random.Generator) -> dict:
+    """A random group: {count, size, colour, texture, shape}."""
+    return {"count": int(_pick(rng, COUNTS)), "size": _pick(rng, SIZES), "colour": _pick(rng, tuple(COLOURS)),
+            "texture": _pick(rng, TEXTURES), "shape": _pick(rng, SHAPES)}
+
+
+def _sample_pair(rng: np.random.Generator) -> tuple[dict, dict]:
+    """Two groups of different colour that also differ in at least one other attribute.
+
+    The second condition keeps the four members of a family distinct whatever is swapped.
+    """
+    while True:
+        a, b = _sample_group(rng), _sample_group(rng)
+        others = sum(a[k] != b[k] for k in ATTRIBUTES if k != "colour")
+        if a["colour"] != b["colour"] and others >= 1:
+            return a, b
+
+
+def sample_family(rng: np.random.Generator) -> list[dict]:
+    """A base scene followed by its binding swap, role swap and both swaps."""
+    a, b = _sample_pair(rng)
+    relation = _pick(rng, RELATIONS)
+    attr = _pick(rng, [k for k in BINDING_ATTRIBUTES if a[k] != b[k]])
+    a2, b2 = {**a, attr: b[attr]}, {**b, attr: a[attr]}
+    pairs = ((a, b), (a2, b2), (b, a), (b2, a2))
+    return [{"relation": relation, "subject": s, "object": o, "variant": v, "swapped": attr}
+            for (s, o), v in zip(pairs, VARIANTS)]
+
+
+def _split_scenes(n: int, rng: np.random.Generator, seen: set) -> list[tuple[int, dict]]:
+    """`n` (family index, scene) pairs whose scenes are not in `seen` (which is updated)."""
+    rows: list[tuple[int, dict]] = []
+    family = 0
+    while len(rows) < n:
+        members = sample_family(rng)
+        keys = [scene_key(s) for s in members]
+        if any(k in seen for k in keys):
+            continue
+        seen.update(keys)
+        rows.extend((family, s) for s in members[: n - len(rows)])
+        family += 1
+    return rows
+
+
+# ----------------------------------------------------------------------------- layout
+def _place_group(group: dict, band: tuple[float, float], rng: np.random.Generator, side: float) -> list:
+    """Boxes (along, across) for a group laid out in a row along the band."""
+    margin = 0.04 * side
+    sizes = [_SIZE_FRACTION[group["size"]] * side * rng.uniform(0.92, 1.08) for _ in range(group["count"])]
+    free = side - 2 * margin - sum(sizes)
+    gaps = [min(rng.uniform(0.05, 0.12) * side, 0.8 * free / max(len(sizes) - 1, 1)) for _ in sizes[1:]]
+    pos = margin + rng.uniform(0, free - sum(gaps))
+    boxes = []
+    for i, s in enumerate(sizes):
+        centre = rng.uniform(band[0] + s / 2, band[1] - s / 2)
+        boxes.append([pos, centre - s / 2, pos + s, centre + s / 2])
+        pos += s + (gaps[i] if i < len(gaps) else 0)
+    return boxes
+
+
+def _layout(scene: dict, rng: np.random.Generator, side: int) -> dict:
+    """Object boxes [x0, y0, x1, y1] (pixels) per role; every subject box lies wholly above
+    (or left of) every object box, with a gap of at least 7 % of the side."""
+    margin, half_gap = 0.04 * side, 0.035 * side
+    mid = side / 2 + rng.uniform(-0.04, 0.04) * side
+    bands = {"subject": (margin, mid - half_gap), "object": (mid + half_gap, side - margin)}
+    boxes = {role: _place_group(scene[role], bands[role], rng, side) for role in ("subject", "object")}
+    if scene["relation"] == "left of":  # rows of the vertical layout become columns
+        boxes = {r: [[y0, x0, y1, x1] for x0, y0, x1, y1 in bs] for r, bs in boxes.items()}
+    return {r: [[round(v, 1) for v in b] for b in bs] for r, bs in boxes.items()}
+
+
+# ----------------------------------------------------------------------------- rendering
+def _shape_geometry(shape: str, cx: float, cy: float, r: float) -> tuple[str, list]:
+    """('ellipse', bbox) or ('polygon', points) of a shape centred at (cx, cy), radius r."""
+    if shape == "circle":
+        return "ellipse", [cx - r, cy - r, cx + r, cy + r]
+    if shape == "square":
+        q = 0.86 * r
+        pts = [(-q, -q), (q, -q), (q, q), (-q, q)]
+    elif shape == "triangle":
+        pts = [(0, -r), (r, 0.8 * r), (-r, 0.8 * r)]
+    elif shape == "diamond":
+        pts = [(0, -r), (0.78 * r, 0), (0, r), (-0.78 * r, 0)]
+    elif shape == "star":
+        pts = [(math.sin(a) * (r if k % 2 == 0 else 0.45 * r), -math.cos(a) * (r if k % 2 == 0 else 0.45 * r))
+               for k, a in enumerate(np.arange(10) * math.pi / 5)]
+    else:  # cross (a plus sign)
+        w = 0.32 * r
+        pts = [(-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w),
+               (w, r), (-w, r), (-w, w), (-r, w), (-r, -w), (-w, -w)]
+    return "polygon", [(cx + x, cy + y) for x, y in pts]
+
+
+def _draw_geometry(draw: ImageDraw.ImageDraw, geometry: tuple, **kw) -> None:
+    """Draw a geometry from `_shape_geometry` with ImageDraw keyword arguments."""
+    kind, xy = geometry
+    (draw.ellipse if kind == "ellipse" else draw.polygon)(xy, **kw)
+
+
+def _texture(side: int, colour: str, texture: str, rng: np.random.Generator, scale: int) -> Image.Image:
+    """A square RGB fill pattern: plain colour, stripes (period 4 px) or dots (period 4.5 px)."""
+    rgb = np.array(COLOURS[colour], dtype=np.uint8)
+    fill = np.broadcast_to(rgb, (side, side, 3)).copy()
+    if texture == "plain":
+        return Image.fromarray(fill)
+    luminance = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    accent = (rgb * 0.3).astype(np.uint8) if luminance > 150 else np.array([250, 250, 250], np.uint8)
+    yy, xx = np.mgrid[0:side, 0:side] / scale  # output-pixel units
+    if texture == "striped":
+        angle = math.radians(_pick(rng, (0, 45, 90, 135)))
+        on = (xx * math.cos(angle) + yy * math.sin(angle) + rng.uniform(0, 4)) % 4.0 < 2.0
+    else:
+        ox, oy = rng.uniform(0, 4.5, size=2)
+        on = ((xx + ox) % 4.5 - 2.25) ** 2 + ((yy + oy) % 4.5 - 2.25) ** 2 < 1.15**2
+    fill[on] = accent
+    return Image.fromarray(fill)
+
+
+def _background(rng: np.random.Generator, side: int) -> Image.Image:
+    """A light, softly mottled background: random tint plus smooth low-frequency blotches."""
+    base = rng.uniform(200, 232) + rng.uniform(-10, 10, size=3)
+    blotches = base + rng.normal(0, 6, size=(4, 4, 3))
+    small = Image.fromarray(np.clip(blotches, 0, 255).astype(np.uint8))
+    return small.resize((side, side), Image.BICUBIC)
+
+
+def _draw_object(canvas: Image.Image, box: list, group: dict, rng: np.random.Generator, scale: int) -> None:
+    """Paint one textured, outlined shape into its box on the supersampled canvas."""
+    x0, y0, x1, y1 = (v * scale for v in box)
+    cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
+    ox, oy, side = int(cx - r) - 1, int(cy - r) - 1, int(2 * r) + 3
+    mask = Image.new("L", (side, side), 0)
+    _draw_geometry(ImageDraw.Draw(mask), _shape_geometry(group["shape"], cx - ox, cy - oy, r), fill=255)
+    canvas.paste(_texture(side, group["colour"], group["texture"], rng, scale), (ox, oy), mask)
+    dark = tuple(int(c * 0.45) for c in COLOURS[group["colour"]])
+    outline = _shape_geometry(group["shape"], cx, cy, r)
+    _draw_geometry(ImageDraw.Draw(canvas), outline, outline=dark, width=scale)
+
+
+def render_scene(scene: dict, rng: np.random.Generator, image_size: int = 64, scale: int = 4) -> Image.Image:
+    """Render a scene that carries `boxes`: drawn at `scale` x, downsampled with LANCZOS."""
+    canvas = _background(rng, image_size * scale)
+    for role in ("subject", "object"):
+        for box in scene["boxes"][role]:
+            _draw_object(canvas, box, scene[role], rng, scale)
+    return canvas.resize((image_size, image_size), Image.LANCZOS)
+
+
+def _make_row(split: str, index: int, family: int, scene: dict, seed: int, image_size: int) -> dict:
+    """Lay out, render and caption one scene; return a dataset row."""
+    rng = np.random.default_rng([seed, _SPLIT_ORDER.index(split), index])
+    scene = {**scene, "image_size": image_size, "boxes": _layout(scene, rng, image_size)}
+    buf = io.BytesIO()
+    render_scene(scene, rng, image_size).save(buf, format="PNG")
+    return {
+        "image": image_cell(buf.getvalue()),
+        "captions": make_captions(scene, rng),
+        "image_id": _ID_OFFSET[split] + index,
+        "filename": f"{split}/{index:06d}.png",
+        "scene": json.dumps(scene, sort_keys=True),
+        "family": _ID_OFFSET[split] + family,
+    }
+
+
+# ----------------------------------------------------------------------------- dataset
+def generate(
+    n_train: int = 10_000, n_val: int = 500, n_test: int = 1_000, image_size: int = 64, seed: int = 0,
+    progress: bool = True,
+) -> datasets.DatasetDict:
+    """Generate the synthetic dataset in memory (deterministic in all arguments)."""
+    sizes = {"train": n_train, "val": n_val, "test": n_test}
+    if min(sizes.values()) < 1 or image_size < 32:
+        raise DataPrepError("split sizes must be >= 1 and --image-size >= 32", 2)
+    seen: set = set()
+    scenes = {s: _split_scenes(sizes[s], np.random.default_rng([seed, i, 2**31]), seen)
+              for i, s in enumerate(_SPLIT_ORDER)}
+    bar = tqdm(total=sum(sizes.values()), desc="rendering scenes", unit="img", disable=not progress,
+               mininterval=0.5)
+    splits = {}
+    for split in ("train", "val", "test"):
+        rows = []
+        for i, (family, scene) in enumerate(scenes[split]):
+            rows.append(_make_row(split, i, family, scene, seed, image_size))
+            bar.update()
+        columns = {k: [r[k] for r in rows] for k in SCENE_FEATURES}
+        splits[split] = datasets.Dataset.from_dict(columns, features=SCENE_FEATURES)
+    bar.close()
+    return datasets.DatasetDict(splits)
+
+
+def build(out: str | Path, overwrite: bool = False, **kwargs) -> Path:
+    """Generate (see `generate` for keyword arguments) and atomically save to OUT."""
+    check_out(out, overwrite)  # fail before the work, not after
+    params = {"n_train": 10_000, "n_val": 500, "n_test": 1_000, "image_size": 64, "seed": 0, **kwargs}
+    dsdict = generate(**params)
+    params.pop("progress", None)
+    meta = json.dumps({"generator": "data_prep.synthetic", **params}, indent=2)
+    return save_dataset(dsdict, out, overwrite=overwrite, extra_files={"synthetic.json": meta})
+
+
+def ensure_default(out: str | Path) -> Path:
+    """Return OUT, first building the default synthetic dataset there if it is missing."""
+    out = Path(out)
+    if (out / "dataset_dict.json").is_file():
+        return out
+    return build(out)
+
+
+def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments."""
+    p = argparse.ArgumentParser(prog="python -m data_prep.synthetic", description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="output folder (a datasets.DatasetDict)")
+    p.add_argument("--n-train", type=int, default=10_000)
+    p.add_argument("--n-val", type=int, default=500)
+    p.add_argument("--n-test", type=int, default=1_000)
+    p.add_argument("--image-size", type=int, default=64, help="side of the square images in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: build the synthetic dataset and print a one-line summary."""
+    a = _parse_args(argv)
+    start = time.perf_counter()
+    out = build(a.out, overwrite=a.overwrite, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test,
+                image_size=a.image_size, seed=a.seed)
+    total = a.n_train + a.n_val + a.n_test
+    print(f"wrote {total} images (train {a.n_train}, val {a.n_val}, test {a.n_test}; {a.image_size} px, "
+          f"seed {a.seed}) to {out} in {time.perf_counter() - start:.1f} s, {folder_size(out) / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,128 @@
+"""Loaders: pairs for training, ordered images and captions for evaluation, flips, colour modes."""
+import io
+
+import datasets
+import pytest
+import torch
+from PIL import Image
+
+from data_prep import BASE_FEATURES
+from data_prep.synthetic import flip_caption, generate
+from hat_min.config import HATConfig
+from hat_min.data import (EvalImages, TrainPairs, eval_captions, eval_image_loader, image_transform, load_splits,
+                          tokenize, train_loader)
+from hat_min.pretrained import load_tokenizer
+
+CFG = HATConfig.preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    path = tmp_path_factory.mktemp("synthetic") / "ds"
+    generate(n_train=16, n_val=8, n_test=8, seed=3, progress=False).save_to_disk(str(path))
+    return load_splits(path)
+
+
+def test_missing_dataset_names_the_offline_builder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m data_prep.synthetic --out"):
+        load_splits(tmp_path / "nothing")
+
+
+def test_train_pairs_cover_every_caption(splits):
+    pairs = TrainPairs(splits["train"], CFG.replace(train_hflip=False))
+    assert len(pairs) == 5 * len(splits["train"])
+    image, caption, image_id = pairs[7]  # row 1, caption 2
+    assert image.shape == (3, 64, 64) and caption == splits["train"][1]["captions"][2]
+    assert image_id == splits["train"][1]["image_id"]
+
+
+def test_flip_moves_pixels_and_words_together(splits, monkeypatch):
+    split = splits["train"]
+    row = next(i for i, caps in enumerate(split["captions"]) if any("left" in c or "right" in c for c in caps))
+    k = next(k for k, c in enumerate(split[row]["captions"]) if "left" in c or "right" in c)
+    index = 5 * row + k
+    plain = TrainPairs(split, CFG.replace(train_hflip=False))[index]
+    monkeypatch.setattr(torch, "rand", lambda *a, **kw: torch.tensor(0.0))  # always flip
+    flipped = TrainPairs(split, CFG.replace(train_hflip=True))[index]
+    torch.testing.assert_close(flipped[0], plain[0].flip(-1))
+    assert flipped[1] == flip_caption(plain[1]) != plain[1]
+
+
+def test_train_loader_batches(splits):
+    loader = train_loader(splits["train"], CFG, batch_size=8, workers=0)
+    batch = next(iter(loader))
+    assert batch["images"].shape == (8, 3, 64, 64)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert ids.shape == mask.shape and ids.shape[0] == 8 and ids.shape[1] <= CFG.max_text_len
+    assert (ids[:, 0] == 101).all() and all(ids[b, mask[b].sum() - 1] == 102 for b in range(8))
+    assert len(loader) == 5 * 16 // 8
+    assert torch.isin(batch["image_ids"], torch.tensor(splits["train"]["image_id"])).all()
+
+
+def test_train_loader_with_a_worker_is_seeded(splits):
+    first = [next(iter(train_loader(splits["train"], CFG, 4, workers=1, seed=5)))["input_ids"] for _ in range(2)]
+    torch.testing.assert_close(first[0], first[1])
+
+
+def test_eval_order_caption_j_belongs_to_image_j_div_5(splits):
+    test = splits["test"]
+    captions = eval_captions(test)
+    assert len(captions) == 5 * len(test)
+    for j in (0, 4, 5, 17, len(captions) - 1):
+        assert captions[j] in test[j // 5]["captions"]
+    images = torch.cat(list(eval_image_loader(test, CFG, batch_size=3, workers=0)))
+    assert images.shape == (len(test), 3, 64, 64)
+    torch.testing.assert_close(images[5], EvalImages(test, CFG)[5])
+
+
+def test_eval_needs_enough_captions():
+    ds = datasets.Dataset.from_dict({"captions": [["a", "b", "c", "d", "e"], ["only", "two"]]})
+    with pytest.raises(ValueError, match="fewer than 5 captions"):
+        eval_captions(ds)
+    assert eval_captions(ds, captions_per_image=2) == ["a", "b", "only", "two"]
+
+
+def test_tokenize_truncates_to_max_len():
+    ids, mask = tokenize(load_tokenizer(CFG), ["a " * 100, "a red circle"], CFG.max_text_len)
+    assert ids.shape == (2, 32) and ids[0, -1] == 102 and mask[1].sum() == 5
+
+
+def _png(img: Image.Image, fmt="PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_unusual_colour_modes_and_shapes_become_rgb_tensors():
+    images = [Image.new("L", (50, 80), 128), Image.new("RGBA", (64, 64), (255, 0, 0, 0)),
+              Image.new("I;16", (40, 40), 40000), Image.new("P", (3, 300)), Image.new("1", (70, 20), 1)]
+    cmyk = _png(Image.new("CMYK", (30, 30), (0, 255, 0, 0)), "JPEG")
+    blobs = [_png(im) for im in images] + [cmyk]
+    ds = datasets.Dataset.from_dict(
+        {"image": [{"bytes": b, "path": None} for b in blobs], "captions": [["x"] * 5] * len(blobs),
+         "image_id": list(range(len(blobs))), "filename": [f"{i}.png" for i in range(len(blobs))]},
+        features=BASE_FEATURES)
+    for cfg in (CFG, HATConfig.preset("paper")):
+        out = [EvalImages(ds, cfg)[i] for i in range(len(ds))]
+        assert all(t.shape == (3, cfg.image_size, cfg.image_size) and torch.isfinite(t).all() for t in out)
+    pixels = EvalImages(ds, CFG)[2] * torch.tensor(CFG.image_std)[:, None, None] + torch.tensor(CFG.image_mean)[:, None, None]
+    assert pixels.amax() - pixels.amin() < 0.01  # 16-bit 40000 of 65535: one flat grey...
+    assert 0.5 < pixels.mean() < 0.7  # ...rescaled to about 0.61, not clipped to white
+
+
+def test_paper_transforms_follow_the_protocol():
+    train, evaluation = image_transform(HATConfig.preset("paper"), True), image_transform(HATConfig.preset("paper"), False)
+    assert "RandomResizedCrop" in repr(train) and "scale=(0.08, 1.0)" in repr(train)
+    assert "Resize(size=256" in repr(evaluation) and "CenterCrop(size=(224, 224))" in repr(evaluation)
+    assert image_transform(CFG, True)(Image.new("RGB", (64, 64))).shape == (3, 64, 64)
+
+
+def test_a_training_step_from_the_loader(splits):
+    from hat_min import HAT
+
+    torch.manual_seed(0)
+    model = HAT(CFG)
+    batch = next(iter(train_loader(splits["train"], CFG, batch_size=6, workers=0)))
+    loss = model(batch["images"], batch["input_ids"], batch["attention_mask"], batch["image_ids"])
+    loss.backward()
+    assert torch.isfinite(loss) and model.text_proj[0].weight.grad is not None

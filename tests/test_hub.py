@@ -1,0 +1,159 @@
+"""Tests of data_prep.hub without network: offline message, conversion of hub-like data."""
+import io
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_prep import DataPrepError, hub
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _jpeg(seed: int) -> bytes:
+    arr = (np.random.default_rng(seed).random((24, 32, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_offline_flag_fails_at_once_with_one_sentence(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(hub.HubUnreachable) as err:
+        hub.build("flickr30k", tmp_path / "out")
+    assert time.perf_counter() - start < 1.0
+    message = str(err.value)
+    assert err.value.code == 2 and "unreachable" in message and "python -m data_prep.synthetic --out DIR" in message
+    assert "\n" not in message and message.count(". ") == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_host_is_detected_quickly(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("https_proxy", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    start = time.perf_counter()
+    assert "cannot connect to 127.0.0.1:9" in hub.offline_reason(timeout=3.0)
+    assert time.perf_counter() - start < 4.0
+
+    def refuse(*args, **kwargs):
+        raise TimeoutError("timed out")
+    monkeypatch.setattr(hub.socket, "create_connection", refuse)
+    with pytest.raises(hub.HubUnreachable, match="data_prep.synthetic"):
+        hub.require_hub()
+
+
+@pytest.mark.parametrize("dataset", ["flickr30k", "coco"])
+def test_cli_offline_exit_code_2(tmp_path, dataset):
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "data_prep.hub", "--dataset", dataset, "--out", str(tmp_path / "out")]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert "unreachable" in done.stderr and "python -m data_prep.synthetic --out DIR" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def _flickr_like(rows: list[tuple[str, bytes, list[str]]]) -> datasets.DatasetDict:
+    """An in-memory copy of the nlphuji/flickr30k parquet schema: one hub split, a split column."""
+    feats = datasets.Features({
+        "image": datasets.Image(), "caption": datasets.List(datasets.Value("string")),
+        "sentids": datasets.List(datasets.Value("string")), "split": datasets.Value("string"),
+        "img_id": datasets.Value("string"), "filename": datasets.Value("string"),
+    })
+    cols = {
+        "image": [{"bytes": b, "path": None} for _, b, _ in rows],
+        "caption": [c for _, _, c in rows],
+        "sentids": [[str(5 * i + k) for k in range(len(c))] for i, (_, _, c) in enumerate(rows)],
+        "split": [s for s, _, _ in rows],
+        "img_id": [str(i) for i in range(len(rows))],
+        "filename": [f"{1000 + i}.jpg" for i in range(len(rows))],
+    }
+    return datasets.DatasetDict({"test": datasets.Dataset.from_dict(cols, features=feats)})
+
+
+CAPS = ["A man rides a bike.", "Ein Mann fährt Rad 🚲", "  spaced  ", "a", "b", "sixth is dropped"]
+
+
+def test_convert_flickr_like_hub_data(tmp_path):
+    rows = [("train", _jpeg(0), CAPS), ("train", _jpeg(1), CAPS[:5]), ("val", _jpeg(2), CAPS[:5]),
+            ("test", _jpeg(3), CAPS[:5]), ("test", _jpeg(4), CAPS[:5])]
+    fake = _flickr_like(rows)
+    with pytest.raises(DataPrepError, match="differ from the Karpathy protocol"):
+        hub.convert(fake, tmp_path / "out", "flickr30k", progress=False)
+    assert list(tmp_path.iterdir()) == []
+    report = hub.convert(fake, tmp_path / "out", "flickr30k", ignore_sizes=True, progress=False)
+    assert report["kept"] == {"train": 2, "val": 1, "test": 2} and report["left_out"] == []
+    loaded = datasets.load_from_disk(str(tmp_path / "out"))
+    first = loaded["train"].cast_column("image", datasets.Image(decode=False))[0]
+    assert first["image"]["bytes"] == rows[0][1] and first["captions"] == CAPS[:5]
+    assert first["image_id"] == 0 and first["filename"] == "1000.jpg"
+    assert loaded["test"]["image_id"] == [3, 4]
+
+
+def test_convert_reports_broken_hub_rows(tmp_path):
+    rows = [("train", _jpeg(0), CAPS[:5]), ("val", b"not an image", CAPS[:5]), ("test", _jpeg(1), ["", "x"])]
+    fake = _flickr_like(rows)
+    with pytest.raises(DataPrepError, match="2 images have problems") as err:
+        hub.convert(fake, tmp_path / "out", "flickr30k", ignore_sizes=True, progress=False)
+    assert "1001.jpg: not an image" in str(err.value) and "1002.jpg: empty caption" in str(err.value)
+    report = hub.convert(fake, tmp_path / "out", "flickr30k", skip_bad=True, ignore_sizes=True, progress=False)
+    assert report["kept"] == {"train": 1, "val": 0, "test": 0}
+    assert {p["filename"] for p in report["left_out"]} == {"1001.jpg", "1002.jpg"}
+
+
+def test_check_sizes_accepts_the_protocol():
+    hub.check_sizes("flickr30k", {"train": 29_000, "val": 1_014, "test": 1_000})
+    hub.check_sizes("coco", {"train": 113_287, "val": 5_000, "test": 5_000})
+    with pytest.raises(DataPrepError, match="expected train 113287"):
+        hub.check_sizes("coco", {"train": 82_783, "val": 5_000, "test": 5_000})
+
+
+def _coco_like(src: Path) -> datasets.DatasetDict:
+    """An in-memory copy of the yerevann/coco-karpathy schema; URLs point at local files."""
+    def split(name: str, n: int, start: int) -> datasets.Dataset:
+        rows = []
+        for i in range(start, start + n):
+            sub = "train2014" if name == "train" else "val2014"
+            fname = f"COCO_{sub}_{i:012d}.jpg"
+            (src / fname).write_bytes(_jpeg(i))
+            rows.append({"filepath": sub, "sentids": [i * 10 + k for k in range(6)], "filename": fname, "imgid": i,
+                         "split": name, "sentences": [f"caption {k} of {i}" for k in range(6)], "cocoid": 9000 + i,
+                         "url": (src / fname).as_uri()})
+        return datasets.Dataset.from_list(rows)
+    return datasets.DatasetDict({"train": split("train", 3, 0), "validation": split("val", 1, 3),
+                                 "test": split("test", 2, 4), "restval": split("restval", 2, 6)})
+
+
+def test_build_coco_downloads_resumably_and_converts(tmp_path):
+    src, cache = tmp_path / "src", tmp_path / "cache"
+    src.mkdir()
+    fake = _coco_like(src)
+    report = hub.build_coco(fake, tmp_path / "out", cache, ignore_sizes=True)
+    assert report["kept"] == {"train": 5, "val": 1, "test": 2} and report["left_out"] == []
+    loaded = datasets.load_from_disk(str(tmp_path / "out"))
+    assert "val2014/COCO_val2014_000000000006.jpg" in loaded["train"]["filename"]  # restval -> train
+    assert all(len(c) == 5 for c in loaded["train"]["captions"])
+    for f in src.iterdir():  # a second run must not download again
+        f.unlink()
+    again = hub.build_coco(fake, tmp_path / "out", cache, ignore_sizes=True, overwrite=True)
+    assert again["kept"] == report["kept"]
+
+
+def test_fetch_replaces_a_stale_partial_file(tmp_path):
+    source = tmp_path / "a.jpg"
+    source.write_bytes(_jpeg(7))
+    dest = tmp_path / "out" / "a.jpg"
+    dest.parent.mkdir()
+    (dest.parent / "a.jpg.part").write_bytes(b"garbage")
+    assert hub._fetch(source.as_uri(), dest) is None
+    assert dest.read_bytes() == source.read_bytes() and not (dest.parent / "a.jpg.part").exists()
+    assert hub._fetch((tmp_path / "nope.jpg").as_uri(), tmp_path / "out" / "nope.jpg", retries=1) is not None
