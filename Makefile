@@ -32,10 +32,9 @@ ifneq ($(NOTEBOOKS),)
 	$(BIN)/python -m pytest --nbmake $(NOTEBOOKS)
 endif
 
-## demo: generate the offline dataset, train the tiny model, evaluate (arrives with the training issue)
+## demo: generate the offline dataset if missing, train the tiny model, evaluate it, draw retrievals
 demo: setup
-	@echo "make demo: the training engine is not built yet (next issue); for now try"
-	@echo "  $(BIN)/python benchmarks/xattn_vs_loop.py      # the cross-attention benchmark"
+	$(BIN)/python -m hat_min demo
 
 ## lab: open JupyterLab on the notebooks
 lab: setup

@@ -41,6 +41,7 @@ class HATConfig:
     swin_depths: tuple[int, ...] | None = (2, 2, 2, 2)  # blocks per stage (None: architecture's)
     swin_heads: tuple[int, ...] | None = (3, 6, 12, 24)  # attention heads per stage
     swin_window: int | None = 4  # attention window side (None: architecture's, 7)
+    image_drop_path: float = 0.0  # Swin's stochastic depth while training (timm's default for Swin: 0.1)
     image_mean: tuple[float, float, float] = IMAGENET_MEAN  # normalisation of the backbone
     image_std: tuple[float, float, float] = IMAGENET_STD
     eval_resize_ratio: float = 1.0  # eval: resize to ratio * image_size, centre-crop (paper: 256/224)
@@ -53,6 +54,7 @@ class HATConfig:
     text_width: int = 128  # scratch only: hidden size
     text_heads: int = 4  # scratch only: attention heads
     max_text_len: int = 32  # tokens per caption, [CLS] and [SEP] included
+    text_dropout: float = 0.1  # BERT's hidden and attention dropout while training (BERT's default)
 
     # --- hierarchical alignment -----------------------------------------------------------
     # One (swin_stage, bert_layer) pair per level, shallow to deep. Stages count from 1
@@ -153,6 +155,7 @@ PRESETS: dict[str, HATConfig] = {
         swin_depths=None,
         swin_heads=None,
         swin_window=None,
+        image_drop_path=0.1,
         eval_resize_ratio=256 / 224,  # Resize(256) + CenterCrop(224)
         train_crop_scale=(0.08, 1.0),  # RandomResizedCrop(224) with torchvision's default scale
         text_model="bert-base-uncased",

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 from PIL import Image, ImageOps
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
+from tqdm.auto import tqdm
 
 from data_prep import to_rgb
 from data_prep.synthetic import flip_caption
@@ -35,6 +36,7 @@ from .config import HATConfig
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers + forked workers: no warnings
 
 OFFLINE_DATA_HINT = "python -m data_prep.synthetic --out {path}"
+PRELOAD_BYTES = 2**30  # training images are decoded up front when their pixels fit in this
 
 
 def load_splits(path: str | Path):
@@ -65,26 +67,119 @@ def tokenize(tokenizer, captions: list[str], max_len: int) -> tuple[torch.Tensor
 
 
 class TrainPairs(Dataset):
-    """One item per (image, caption) pair: (image (3, S, S), caption str, image_id int)."""
+    """One item per (image, caption) pair: (image (3, S, S), caption str, image_id int).
 
-    def __init__(self, split, config: HATConfig):
-        self.split = split
+    Without random crops (the offline presets), the split's images are decoded once up front
+    into a uint8 tensor when they fit in ``PRELOAD_BYTES``: an item is then an index and a flip.
+    """
+
+    def __init__(self, split, config: HATConfig, preload: bool | None = None):
+        self.split, self.hflip = split, config.train_hflip
         self.transform = image_transform(config, train=True)
-        self.hflip = config.train_hflip
-        captions = list(split["captions"])
-        self.pairs = [(row, k) for row, caps in enumerate(captions) for k in range(len(caps))]  # (row, caption)
-        self.captions = captions
+        self.normalize = T.Normalize(config.image_mean, config.image_std)
+        self.captions = list(split["captions"])
+        self.image_ids = [int(i) for i in split["image_id"]]
+        self.pairs = [(row, k) for row, caps in enumerate(self.captions) for k in range(len(caps))]  # (row, caption)
+        self.family_of_row = list(split["family"]) if "family" in split.column_names else None
+        no_crop = config.train_crop_scale == (1.0, 1.0)
+        if preload is None:
+            preload = no_crop and len(split) * 3 * config.image_size**2 <= PRELOAD_BYTES
+        if preload and not no_crop:
+            raise ValueError("preloading decodes each image once, which rules out random crops (train_crop_scale)")
+        self.pixels = _decode_all(split, config) if preload else None  # (N_img, 3, S, S) uint8
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str, int]:
+    def families(self) -> list[list[list[int]]] | None:
+        """For each family of hard negatives (a ``family`` column), the pair indices of each of its images."""
+        if self.family_of_row is None:
+            return None
+        pairs_of_row: dict[int, list[int]] = {}
+        for index, (row, _) in enumerate(self.pairs):
+            pairs_of_row.setdefault(row, []).append(index)
+        groups: dict[int, list[list[int]]] = {}
+        for row, family in enumerate(self.family_of_row):
+            groups.setdefault(family, []).append(pairs_of_row[row])
+        return list(groups.values())
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, str, int]:
+        """``key`` is an index, or (index, seed): the seed fixes this sample's flip and crop."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         row, k = self.pairs[index]
-        item = self.split[row]
-        image, caption = to_rgb(item["image"]), self.captions[row][k]
-        if self.hflip and torch.rand(()) < 0.5:  # flip the words with the pixels (see module docstring)
-            image, caption = ImageOps.mirror(image), flip_caption(caption)
-        return self.transform(image), caption, int(item["image_id"])
+        caption = self.captions[row][k]
+        with torch.random.fork_rng(enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            flip = self.hflip and bool(torch.rand(()) < 0.5)  # flip the words with the pixels (module docstring)
+            if self.pixels is not None:
+                image = self.pixels[row].float().div_(255)  # (3, S, S)
+                image = self.normalize(image.flip(-1) if flip else image)
+            else:
+                image = to_rgb(self.split[row]["image"])
+                image = self.transform(ImageOps.mirror(image) if flip else image)
+        return image, flip_caption(caption) if flip else caption, self.image_ids[row]
+
+
+def _decode_all(split, config: HATConfig) -> torch.Tensor:
+    """Every image of ``split`` resized and centre-cropped as for evaluation: (N_img, 3, S, S) uint8."""
+    size = config.image_size
+    to_pixels = T.Compose([T.Resize(round(size * config.eval_resize_ratio)), T.CenterCrop(size), T.PILToTensor()])
+    pixels = torch.empty(len(split), 3, size, size, dtype=torch.uint8)
+    for i, item in enumerate(tqdm(split, desc="decoding images", unit="img", disable=len(split) < 5000)):
+        pixels[i] = to_pixels(to_rgb(item["image"]))
+    return pixels
+
+
+class EpochBatches(Sampler):
+    """Shuffled batches of (index, seed) for one epoch, a pure function of (seed, epoch).
+
+    The same on every process (each rank takes its slice of the global batch) and resumable at
+    any batch without replaying the ones before: what a killed run needs to continue exactly.
+
+    With ``families`` (for each family, for each of its images, the indices of that image's
+    pairs) an epoch is made of rounds, one caption of every image per round, and inside a round
+    the images of a family stay together: every batch then holds whole families, so an image's
+    hard negatives (its binding and role swaps) are in its batch.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, start: int = 0, rank: int = 0, world: int = 1,
+                 families: list[list[list[int]]] | None = None):
+        if batch_size % world:
+            raise ValueError(f"batch size {batch_size} does not split over {world} processes")
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, epoch
+        self.start, self.rank, self.world, self.families = start, rank, world, families
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size  # the last partial batch is dropped
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g) if self.families is None else _family_order(self.families, g)
+        seeds = torch.randint(0, 2**62, (self.n,), generator=g)  # (n,) one augmentation seed per pair
+        per_rank = self.batch_size // self.world
+        for b in range(self.start, len(self)):
+            batch = order[b * self.batch_size : (b + 1) * self.batch_size]
+            mine = batch[self.rank * per_rank : (self.rank + 1) * per_rank]
+            yield [(int(i), int(seeds[i])) for i in mine]
+
+
+def _family_order(families: list[list[list[int]]], g: torch.Generator) -> torch.Tensor:
+    """All pair indices, in rounds (one caption per image) of shuffled, contiguous families."""
+    images = [pairs for family in families for pairs in family]
+    picks = [torch.randperm(len(pairs), generator=g).tolist() for pairs in images]  # caption order per image
+    rounds = max(len(p) for p in picks)
+    order, image_at = [], 0
+    offsets = []  # first image index of every family
+    for family in families:
+        offsets.append(image_at)
+        image_at += len(family)
+    for r in range(rounds):
+        for f in torch.randperm(len(families), generator=g).tolist():
+            for i in range(offsets[f], offsets[f] + len(families[f])):
+                if r < len(picks[i]):
+                    order.append(images[i][picks[i][r]])
+    return torch.tensor(order)
 
 
 class EvalImages(Dataset):
@@ -133,18 +228,28 @@ def default_workers() -> int:
 
 
 def train_loader(split, config: HATConfig, batch_size: int, tokenizer=None, workers: int | None = None,
-                 seed: int = 0, device: torch.device | None = None) -> DataLoader:
-    """Shuffled batches of (image, caption) pairs, tokenised with the config's tokenizer."""
+                 seed: int = 0, epoch: int = 0, start: int = 0, rank: int = 0, world: int = 1,
+                 device: torch.device | None = None, by_family: bool = False) -> DataLoader:
+    """Shuffled batches of (image, caption) pairs for one epoch, starting at batch ``start``.
+
+    ``by_family``: keep families of hard negatives together in batches (see ``EpochBatches``).
+
+    ``split`` is a dataset split or an already built ``TrainPairs`` (reused across epochs).
+    With ``world`` > 1, ``batch_size`` is the global batch and this process gets its slice.
+    """
     from .pretrained import load_tokenizer
 
     tokenizer = tokenizer or load_tokenizer(config)
-    workers = default_workers() if workers is None else workers
-    return DataLoader(
-        TrainPairs(split, config), batch_size=batch_size, shuffle=True, drop_last=True,
-        collate_fn=PairCollate(tokenizer, config.max_text_len), num_workers=workers,
-        persistent_workers=workers > 0, pin_memory=device is not None and device.type == "cuda",
-        generator=torch.Generator().manual_seed(seed),
-    )
+    pairs = split if isinstance(split, TrainPairs) else TrainPairs(split, config)
+    if workers is None:  # preloaded images need no worker processes
+        workers = 0 if pairs.pixels is not None else default_workers()
+    families = pairs.families() if by_family else None
+    sampler = EpochBatches(len(pairs), batch_size, seed, epoch, start, rank, world, families)
+    # Its own generator: creating the loader must not draw from the global RNG (dropout's), or a
+    # resumed run would diverge from an uninterrupted one.
+    return DataLoader(pairs, batch_sampler=sampler, collate_fn=PairCollate(tokenizer, config.max_text_len),
+                      num_workers=workers, pin_memory=device is not None and device.type == "cuda",
+                      generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
 def eval_image_loader(split, config: HATConfig, batch_size: int = 128, workers: int | None = None,

@@ -9,10 +9,12 @@ With ``max_violation=True`` (HAT's setting) only the hardest negative of each ro
 column counts; otherwise all negatives are summed. The loss is summed over the batch.
 
     loss = hinge_triplet_loss(scores, margin=0.2)            # scores: (B, B)
+    loss = contrastive_loss(scores, temperature=0.1)         # InfoNCE, a gentler start from scratch
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -33,3 +35,19 @@ def hinge_triplet_loss(
     if max_violation:
         return cost_caption.amax(dim=1).sum() + cost_image.amax(dim=0).sum()
     return cost_caption.sum() + cost_image.sum()
+
+
+def contrastive_loss(scores: Tensor, temperature: float = 0.1, image_ids: Tensor | None = None) -> Tensor:
+    """InfoNCE on a (B, B) score matrix: cross-entropy of each row and column towards the diagonal, summed.
+
+    Every negative pulls in proportion to how close it is (a soft version of the hardest
+    negative), which gives a randomly initialised model a useful gradient from the first step.
+    """
+    if scores.dim() != 2 or scores.shape[0] != scores.shape[1]:
+        raise ValueError(f"scores must be a square (B, B) matrix, got {tuple(scores.shape)}")
+    logits = scores / temperature  # (B, B)
+    if image_ids is not None:  # another caption of the same image is not a negative
+        same = (image_ids[:, None] == image_ids[None, :]) & ~torch.eye(len(scores), dtype=torch.bool, device=scores.device)
+        logits = logits.masked_fill(same, float("-inf"))
+    target = torch.arange(scores.shape[0], device=scores.device)
+    return F.cross_entropy(logits, target, reduction="sum") + F.cross_entropy(logits.T, target, reduction="sum")

@@ -12,8 +12,18 @@ pair is the weighted sum over levels of the SCAN score; training minimises the h
     sims = model.score(img, txt, attention_mask)               # (N_img, N_cap)
 
 Encoding and scoring are separate so that evaluation encodes every image and caption once.
+A trained model is a folder of two files, readable without pickle and without this repo:
+``model.safetensors`` (weights) and ``config.json`` (the HATConfig).
+
+    model.save_pretrained("runs/demo/best")
+    model = HAT.from_pretrained("runs/demo/best")
 """
 from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
 
 from torch import Tensor, nn
 
@@ -78,3 +88,51 @@ class HAT(nn.Module):
         scores = self.score(self.encode_image(images), self.encode_text(input_ids, attention_mask), attention_mask)
         hardest = self.config.max_violation if max_violation is None else max_violation
         return hinge_triplet_loss(scores, self.config.margin, hardest, image_ids)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` into ``directory``, each atomically."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+        text = json.dumps(self.config.to_dict(), indent=2)
+        atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, config: HATConfig | None = None) -> "HAT":
+        """Load a model saved by ``save_pretrained``; with ``config``, first check that it matches."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        if not (directory / WEIGHTS_NAME).is_file() or not (directory / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{directory} holds no {WEIGHTS_NAME} + {CONFIG_NAME} (a save_pretrained folder)")
+        saved = HATConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        if config is not None and config != saved:
+            fields = ", ".join(f"{k} (checkpoint {a!r}, expected {b!r})" for k, (a, b) in saved.diff(config).items())
+            raise ValueError(f"the checkpoint in {directory} was made with a different config: {fields}")
+        model = cls(saved.replace(image_pretrained=False) if saved.image_pretrained else saved)
+        model.config = saved
+        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
+        return model
+
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
+
+    A crash or a full disk while writing leaves the previous file untouched.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -90,6 +90,7 @@ def load_image_encoder(config: HATConfig, out_indices: Sequence[int]) -> nn.Modu
         features_only=True,
         out_indices=tuple(out_indices),
         img_size=config.image_size,
+        drop_path_rate=config.image_drop_path,
         **kwargs,
     )
 
@@ -107,11 +108,14 @@ def load_text_encoder(config: HATConfig) -> nn.Module:
             num_attention_heads=config.text_heads,
             intermediate_size=4 * config.text_width,
             max_position_embeddings=max(64, config.max_text_len),
+            hidden_dropout_prob=config.text_dropout,
+            attention_probs_dropout_prob=config.text_dropout,
         )
         return BertModel(bert_config, add_pooling_layer=False)
     source = minilm_path() if config.text_model == MINILM else config.text_model
+    dropout = {"hidden_dropout_prob": config.text_dropout, "attention_probs_dropout_prob": config.text_dropout}
     with _quiet_transformers():
-        return BertModel.from_pretrained(str(source), add_pooling_layer=False)
+        return BertModel.from_pretrained(str(source), add_pooling_layer=False, **dropout)
 
 
 def load_tokenizer(config: HATConfig):

@@ -126,3 +126,51 @@ def test_a_training_step_from_the_loader(splits):
     loss = model(batch["images"], batch["input_ids"], batch["attention_mask"], batch["image_ids"])
     loss.backward()
     assert torch.isfinite(loss) and model.text_proj[0].weight.grad is not None
+
+
+def test_epoch_batches_resume_and_split_over_processes():
+    from hat_min.data import EpochBatches
+
+    full = list(EpochBatches(50, 8, seed=1, epoch=2))
+    assert len(full) == 6 and all(len(b) == 8 for b in full)  # the last partial batch is dropped
+    assert list(EpochBatches(50, 8, seed=1, epoch=2, start=4)) == full[4:]  # resumable without replay
+    assert list(EpochBatches(50, 8, seed=1, epoch=3)) != full  # a new order every epoch
+    halves = [list(EpochBatches(50, 8, seed=1, epoch=2, rank=r, world=2)) for r in (0, 1)]
+    assert [a + b for a, b in zip(*halves)] == full  # ranks hold consecutive slices of the global batch
+    with pytest.raises(ValueError, match="does not split"):
+        EpochBatches(50, 9, seed=1, epoch=0, world=2)
+
+
+def test_seeded_samples_are_reproducible(splits):
+    pairs = TrainPairs(splits["train"], CFG.replace(train_crop_scale=(0.3, 1.0)))
+    a, b = pairs[(3, 12345)], pairs[(3, 12345)]
+    torch.testing.assert_close(a[0], b[0])
+    assert a[1] == b[1]
+    assert any(not torch.equal(a[0], pairs[(3, s)][0]) for s in range(5))  # other seeds, other crops
+
+
+def test_family_batches_hold_whole_families_and_every_pair_once(splits):
+    from hat_min.data import EpochBatches
+
+    pairs = TrainPairs(splits["train"], CFG)
+    families = pairs.families()
+    assert len(families) == 4 and all(len(f) == 4 for f in families)  # 16 images in families of four
+    batches = list(EpochBatches(len(pairs), 8, seed=0, epoch=0, families=families))
+    flat = [i for b in batches for i, _ in b]
+    assert sorted(flat) == list(range(len(pairs)))  # an epoch still uses every pair exactly once
+    for batch in batches:  # 8 pairs = 2 whole families, each image once
+        rows = [pairs.pairs[i][0] for i, _ in batch]
+        assert len(set(rows)) == 8
+        fams = [pairs.family_of_row[r] for r in rows]
+        assert all(fams.count(f) == 4 for f in set(fams))
+    again = list(EpochBatches(len(pairs), 8, seed=0, epoch=0, start=3, families=families))
+    assert again == batches[3:]
+
+
+def test_splits_without_families_fall_back_to_random_batches():
+    ds = datasets.Dataset.from_dict({"image": [{"bytes": _png(Image.new("RGB", (64, 64))), "path": None}] * 2,
+                                     "captions": [["a"] * 5] * 2, "image_id": [0, 1], "filename": ["a", "b"]},
+                                    features=BASE_FEATURES)
+    pairs = TrainPairs(ds, CFG)
+    assert pairs.families() is None
+    assert len(next(iter(train_loader(ds, CFG, 4, workers=0, by_family=True)))["image_ids"]) == 4

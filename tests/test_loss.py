@@ -52,3 +52,29 @@ def test_gradient_reaches_hardest_negatives_only():
 def test_rejects_non_square():
     with pytest.raises(ValueError, match="square"):
         hinge_triplet_loss(torch.randn(3, 4))
+
+
+def literal_infonce(scores, temperature, ids=None):
+    import math
+
+    n = scores.shape[0]
+    ids = list(range(n)) if ids is None else ids.tolist()
+    total = 0.0
+    for axis in (0, 1):
+        for i in range(n):
+            row = [(scores[i, j] if axis == 0 else scores[j, i]).item() / temperature for j in range(n)]
+            allowed = [row[j] for j in range(n) if j == i or ids[j] != ids[i]]
+            total += -row[i] + math.log(sum(math.exp(v) for v in allowed))
+    return total
+
+
+@pytest.mark.parametrize("temperature", [0.05, 0.1, 1.0])
+@pytest.mark.parametrize("n, seed", [(1, 0), (5, 1), (12, 2)])
+def test_contrastive_matches_literal(temperature, n, seed):
+    from hat_min.loss import contrastive_loss
+
+    scores = torch.randn(n, n, generator=torch.Generator().manual_seed(seed))
+    assert contrastive_loss(scores, temperature).item() == pytest.approx(literal_infonce(scores, temperature), rel=1e-5)
+    ids = torch.randint(0, max(1, n // 2), (n,), generator=torch.Generator().manual_seed(seed))
+    got = contrastive_loss(scores, temperature, ids).item()
+    assert got == pytest.approx(literal_infonce(scores, temperature, ids), rel=1e-5)

@@ -1,0 +1,316 @@
+"""Evaluation: encode a split once, score it in blocks, and report Recall@K under the paper's protocols.
+
+Paper: Bin et al. 2023, Sec. 4 (see HAT_METHOD.md, "Evaluation protocol").
+
+1. ``encode``: every image once and every caption once (captions in length-sorted batches, each
+   cut to its longest caption), keeping the per-level token features of the whole split:
+   fp16 on a GPU (in GPU memory when they fit in half of what is free, else in host memory) and
+   float32 on a CPU, where fp16 scored no faster with ``xattn_similarity`` (it computes in
+   float32 after the matmuls) and would cost accuracy. Caption features are stored in the
+   original caption order, padded to the split's longest caption W with a mask;
+   ``xattn_similarity`` cuts each block of captions to its longest one, so padding costs memory
+   only, never compute.
+2. ``similarity``: per level and block of images, ``xattn_similarity`` against every caption,
+   added with the level's weight into one (N_img, N_cap) float32 matrix on the host.
+3. ``evaluate``: one model or an ensemble (the sum of the models' matrices, e.g. an i2t model
+   and a t2i model: the paper's "ensemble" row), under protocol "1k" (Flickr30K: the whole
+   split), "coco1k" (MSCOCO: mean over folds of 1,000 images) or "coco5k" (the whole 5K split).
+
+The authors' release encoded every image five times and kept float64 copies of every caption's
+tokens: ``feature_memory_bytes`` shows what that costs at the paper's dimensions.
+
+    results = evaluate(model, splits["test"], protocol="1k")
+    results = evaluate([model_i2t, model_t2i], splits["test"], protocol="coco1k")   # ensemble
+    print(format_table({"HAT": results}))
+    feature_memory_bytes(1000, 5000, (784, 196, 49), 32, 768, torch.float16) / 1e9  # 2.32 GB
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .alignment import xattn_similarity
+from .config import HATConfig
+from .data import eval_captions, eval_image_loader, tokenize
+from .metrics import coco_1k, recall_at_k
+from .runtime import autocast, pick_device
+
+PROTOCOLS = ("1k", "coco1k", "coco5k")
+GPU_SHARE = 0.5  # features stay in GPU memory when they need at most this share of the free memory
+_COLUMNS = (("i2t R@1", "i2t_r1"), ("i2t R@5", "i2t_r5"), ("i2t R@10", "i2t_r10"),
+            ("t2i R@1", "t2i_r1"), ("t2i R@5", "t2i_r5"), ("t2i R@10", "t2i_r10"), ("rSum", "rsum"))
+
+
+@dataclass
+class Encoded:
+    """Per-level token features of a split; caption j belongs to image j // captions_per_image."""
+
+    image_levels: list[Tensor]  # L x (N_img, R_l, D)
+    text_levels: list[Tensor]  # L x (N_cap, W, D), zero past each caption's end
+    mask: Tensor  # (N_cap, W) bool, True on real tokens
+    captions_per_image: int
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the features and the mask."""
+        return sum(t.numel() * t.element_size() for t in [*self.image_levels, *self.text_levels, self.mask])
+
+
+def feature_memory_bytes(n_images: int, n_captions: int, regions_per_level: Sequence[int], words: int,
+                         width: int, dtype: torch.dtype = torch.float16) -> int:
+    """Bytes of a split's per-level features: images (N_img, R_l, D), captions (N_cap, W, D) per level, bool mask."""
+    size = torch.empty((), dtype=dtype).element_size()
+    tokens = n_images * sum(regions_per_level) + n_captions * words * len(regions_per_level)
+    return tokens * width * size + n_captions * words
+
+
+def encode(model: nn.Module, split, batch_size: int = 128, device: str | torch.device | None = None,
+           captions_per_image: int = 5, progress: bool = True, tokenizer=None, dtype: torch.dtype | None = None,
+           workers: int | None = None) -> Encoded:
+    """Every image and every caption of ``split`` encoded once: per-level token features.
+
+    The model is moved to ``device`` (default: ``pick_device()``) and run in eval mode (its mode
+    is restored afterwards). ``dtype`` overrides the storage precision (fp16 on GPU, float32 else).
+    """
+    _check_split(split)
+    device = pick_device(None if device is None else str(device))
+    cfg = model.config
+    if tokenizer is None:
+        from .pretrained import load_tokenizer
+        tokenizer = load_tokenizer(cfg)
+    ids, mask = tokenize(tokenizer, eval_captions(split, captions_per_image), cfg.max_text_len)  # (N_cap, W)
+    _check_vocab(model, ids)
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    nbytes = feature_memory_bytes(len(split), len(ids), _regions_per_level(model), ids.shape[1], cfg.embed_dim, dtype)
+    store = _storage_device(device, nbytes)
+    if progress:
+        print(f"features of {len(split):,} images and {len(ids):,} captions: about {nbytes / 1e6:,.1f} MB "
+              f"({str(dtype).removeprefix('torch.')}, {store.type} memory)")
+    with _eval_mode(model.to(device)):
+        images = _encode_images(model, split, batch_size, device, store, dtype, progress, workers)
+        texts = _encode_texts(model, ids, mask, batch_size, device, store, dtype, progress)
+    return Encoded(images, texts, mask.bool().to(store), captions_per_image)
+
+
+def similarity(model_or_config: nn.Module | HATConfig, encoded: Encoded, chunk_size: int = 1024,
+               image_block: int = 256, progress: bool = True, device: str | torch.device | None = None) -> Tensor:
+    """HAT's similarity of every image with every caption: (N_img, N_cap) float32 on the host.
+
+    Per level and block of ``image_block`` images, ``xattn_similarity`` against all captions,
+    weighted by ``config.weights``. Scores on ``device``: default, the features' device, or
+    ``pick_device()`` for features in host memory (blocks are moved there one at a time).
+    """
+    cfg = model_or_config if isinstance(model_or_config, HATConfig) else model_or_config.config
+    _check_encoded(cfg, encoded)
+    device = _scoring_device(encoded, device)
+    n_img = encoded.image_levels[0].shape[0]
+    starts = range(0, n_img, max(1, image_block))
+    total = torch.zeros(n_img, encoded.mask.shape[0])  # (N_img, N_cap)
+    bar = tqdm(total=len(starts) * len(cfg.levels), desc="scoring", unit="block", disable=not progress)
+    mask = encoded.mask.to(device)
+    with torch.no_grad():
+        for weight, images, captions in zip(cfg.weights, encoded.image_levels, encoded.text_levels):
+            captions = captions.to(device)  # (N_cap, W, D)
+            for i in starts:
+                block = images[i : i + image_block].to(device)  # (b, R, D)
+                sims = xattn_similarity(block, captions, mask, cfg.direction, cfg.lambda_softmax, chunk_size)
+                total[i : i + image_block].add_(sims.cpu(), alpha=weight)  # (b, N_cap)
+                bar.update()
+    bar.close()
+    return total
+
+
+def evaluate(models: nn.Module | Sequence[nn.Module], split, protocol: str = "1k", *, batch_size: int = 128,
+             device: str | torch.device | None = None, captions_per_image: int = 5, fold_images: int = 1000,
+             chunk_size: int = 1024, image_block: int = 256, progress: bool = True, return_sims: bool = False,
+             tokenizer=None, workers: int | None = None) -> dict[str, Any]:
+    """Recall@K of one model, or of an ensemble (the sum of its models' similarities), under ``protocol``.
+
+    Returns the metrics of ``hat_min.metrics`` (i2t_r1 ... t2i_r10, rsum, medr, meanr), timings and
+    memory under "info", and with ``return_sims`` the summed matrix "sims" and each model's "model_sims".
+    """
+    models = _as_list(models)
+    _check_protocol(protocol, len(split), fold_images)
+    total, per_model = None, []
+    info: dict[str, Any] = {"protocol": protocol, "models": len(models), "n_images": len(split),
+                            "n_captions": len(split) * captions_per_image, "encode_s": 0.0, "score_s": 0.0,
+                            "feature_bytes": 0}
+    for model in models:
+        start = time.perf_counter()
+        encoded = encode(model, split, batch_size, device, captions_per_image, progress, tokenizer, workers=workers)
+        middle = time.perf_counter()
+        sims = similarity(model, encoded, chunk_size, image_block, progress, device)
+        info["encode_s"] += middle - start
+        info["score_s"] += time.perf_counter() - middle
+        info["feature_bytes"] = max(info["feature_bytes"], encoded.nbytes)
+        del encoded  # one model's features at a time
+        total = sims if total is None else total + sims
+        per_model.append(sims)
+    result: dict[str, Any] = _protocol_metrics(total, protocol, captions_per_image, fold_images)
+    result["info"] = info
+    if return_sims:
+        result["sims"], result["model_sims"] = total, per_model
+    return result
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A Recall@K table (Markdown): one row per model / protocol, R@1 R@5 R@10 for i2t and t2i, and rSum.
+
+    ``results`` is one ``evaluate`` result or a dict {row name: result}.
+    """
+    rows = {"result": results} if "rsum" in results else results
+    table = [["model", *(head for head, _ in _COLUMNS)]]
+    table += [[str(name), *(_cell(r.get(key)) for _, key in _COLUMNS)] for name, r in rows.items()]
+    widths = [max(len(line[c]) for line in table) for c in range(len(table[0]))]
+    lines = [[cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(line, widths))]
+             for line in table]
+    lines.insert(1, ["-" * w for w in widths])
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+# ----------------------------------------------------------------------------- encoding helpers
+def _encode_images(model: nn.Module, split, batch_size: int, device: torch.device, store: torch.device,
+                   dtype: torch.dtype, progress: bool, workers: int | None) -> list[Tensor]:
+    """Every image once, in order: L tensors (N_img, R_l, D) on ``store``."""
+    out: list[Tensor] = []
+    row = 0
+    bar = tqdm(total=len(split), desc="encoding images", unit="img", disable=not progress)
+    for images in eval_image_loader(split, model.config, batch_size, workers, device):  # (B, 3, S, S)
+        with torch.inference_mode(), autocast(device):
+            levels = model.encode_image(images.to(device, non_blocking=True))  # L x (B, R_l, D)
+        if not out:
+            out = [torch.empty(len(split), *f.shape[1:], dtype=dtype, device=store) for f in levels]
+        for buffer, feats in zip(out, levels):
+            buffer[row : row + len(images)] = _stored(feats, store, dtype)
+        row += len(images)
+        bar.update(len(images))
+    bar.close()
+    return out
+
+
+def _encode_texts(model: nn.Module, ids: Tensor, mask: Tensor, batch_size: int, device: torch.device,
+                  store: torch.device, dtype: torch.dtype, progress: bool) -> list[Tensor]:
+    """Every caption once, longest first, each batch cut to its longest caption: L tensors (N_cap, W, D)."""
+    positions = torch.arange(1, ids.shape[1] + 1)
+    ends = (mask * positions).amax(dim=1)  # (N_cap,) index of the last real token + 1
+    order = torch.argsort(ends, descending=True, stable=True)
+    out = [torch.zeros(*ids.shape, model.config.embed_dim, dtype=dtype, device=store) for _ in model.config.levels]
+    bar = tqdm(total=len(ids), desc="encoding captions", unit="cap", disable=not progress)
+    for start in range(0, len(ids), batch_size):
+        rows = order[start : start + batch_size]
+        width = int(ends[rows[0]])  # the batch's longest caption (sorted longest first)
+        batch_ids, batch_mask = ids[rows, :width].to(device), mask[rows, :width].to(device)  # (B, w)
+        with torch.inference_mode(), autocast(device):
+            levels = model.encode_text(batch_ids, batch_mask)  # L x (B, w, D)
+        for buffer, feats in zip(out, levels):
+            buffer[rows.to(store), :width] = _stored(feats * batch_mask[..., None], store, dtype)
+        bar.update(len(rows))
+    bar.close()
+    return out
+
+
+def _stored(feats: Tensor, store: torch.device, dtype: torch.dtype) -> Tensor:
+    """``feats`` in the storage dtype and memory, refusing values the dtype cannot hold."""
+    out = feats.to(store, dtype)
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"token features overflow {dtype} (or hold NaN); pass dtype=torch.float32 to encode")
+    return out
+
+
+def _regions_per_level(model: nn.Module) -> list[int]:
+    """Image tokens of each level at the config's image size (used for the memory estimate)."""
+    swin = model.image_encoder
+    reduction = dict(zip(swin.stages, swin.body.feature_info.reduction()))  # stage -> pixels per token side
+    return [(model.config.image_size // reduction[stage]) ** 2 for stage, _ in model.config.levels]
+
+
+def _storage_device(device: torch.device, nbytes: int) -> torch.device:
+    """The compute device if the features fit there (GPU: a share of the free memory), else the host."""
+    if device.type != "cuda":
+        return device
+    free, _ = torch.cuda.mem_get_info(device)
+    return device if nbytes <= GPU_SHARE * free else torch.device("cpu")
+
+
+def _scoring_device(encoded: Encoded, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return pick_device(str(device))
+    where = encoded.image_levels[0].device
+    return where if where.type != "cpu" else pick_device()
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the duration, then the model's previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+# ----------------------------------------------------------------------------- checks and metrics
+def _as_list(models: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
+    models = [models] if isinstance(models, nn.Module) else list(models)
+    if not models:
+        raise ValueError("evaluate needs at least one model (a HAT, or a list of them for an ensemble)")
+    for model in models:
+        if not isinstance(getattr(model, "config", None), HATConfig):
+            raise TypeError(f"expected a HAT model (with a HATConfig .config), got {type(model).__name__}")
+    return models
+
+
+def _check_split(split) -> None:
+    missing = [c for c in ("image", "captions") if c not in split.column_names]
+    if missing:
+        raise ValueError(f"the split lacks the column(s) {', '.join(missing)}; "
+                         "prepare it with data_prep (columns image, captions, image_id, filename)")
+    if len(split) == 0:
+        raise ValueError("the split is empty: nothing to evaluate")
+
+
+def _check_vocab(model: nn.Module, ids: Tensor) -> None:
+    vocab = model.text_encoder.bert.get_input_embeddings().num_embeddings
+    if int(ids.max()) >= vocab:
+        raise ValueError(f"the tokenizer gives token id {int(ids.max())} but the model's text encoder "
+                         f"({model.config.text_model!r}) has {vocab} tokens; use the model's own tokenizer "
+                         "(hat_min.pretrained.load_tokenizer(model.config))")
+
+
+def _check_encoded(cfg: HATConfig, encoded: Encoded) -> None:
+    levels = (len(encoded.image_levels), len(encoded.text_levels))
+    widths = {t.shape[-1] for t in [*encoded.image_levels, *encoded.text_levels]}
+    if levels != (len(cfg.levels),) * 2 or widths != {cfg.embed_dim}:
+        raise ValueError(f"these features ({levels[0]} image / {levels[1]} text levels, width {sorted(widths)}) "
+                         f"were not encoded by a model of this config ({len(cfg.levels)} levels, "
+                         f"width {cfg.embed_dim}); encode the split with this model")
+    n_img, n_cap = encoded.image_levels[0].shape[0], encoded.mask.shape[0]
+    if n_cap != n_img * encoded.captions_per_image:
+        raise ValueError(f"{n_cap} captions for {n_img} images is not {encoded.captions_per_image} per image")
+
+
+def _check_protocol(protocol: str, n_images: int, fold_images: int) -> None:
+    """Fail before any encoding when the protocol cannot apply to the split."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if protocol == "coco1k" and (fold_images < 1 or n_images % fold_images):
+        raise ValueError(f"protocol 'coco1k' needs folds of fold_images={fold_images} images, but the split "
+                         f"has {n_images:,} images; pass a fold_images that divides it")
+
+
+def _protocol_metrics(sims: Tensor, protocol: str, captions_per_image: int, fold_images: int) -> dict[str, float]:
+    if protocol == "coco1k":
+        return coco_1k(sims, captions_per_image, fold_images)
+    return recall_at_k(sims, captions_per_image)  # "1k" (Flickr30K) and "coco5k": the whole split
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"

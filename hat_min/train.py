@@ -1,0 +1,386 @@
+"""Training HAT: one loop to read top to bottom, with what a serious trainer needs.
+
+    model, summary = train(HATConfig.preset("tiny"), TrainConfig.preset("demo"), "data/synthetic", "runs/demo")
+
+- mixed precision on GPUs (bf16 where supported, else fp16 with a GradScaler), fp32 on CPU;
+- the paper's optimiser and schedule (Adam 1e-4, x0.1 every 10 epochs) or AdamW + warm-up + cosine,
+  or a constant rate after a warm-up; gradient accumulation and clipping;
+- HAT's freeze schedule: backbones frozen for the first N epochs, only the projections train;
+- negatives: the hardest in the batch (VSE++), all of them, or a curriculum (all first, then the
+  hardest once the model ranks enough of its own batch right: from random initialisation the
+  hardest negative alone gives no useful signal, while the sum over all negatives does);
+- progress bars, a one-line summary per epoch, a metrics log (``metrics.jsonl``);
+- validation Recall@K every epoch, the best model kept by rSum (``best/``);
+- resumable checkpoints (``last/``), written atomically; ``resume=True`` continues a killed run and
+  reaches the same result as an uninterrupted one on CPU;
+- a non-finite loss stops the run with a clear message, keeping the last good checkpoint;
+- several processes (``torchrun``): each encodes its slice of the global batch, features are
+  gathered so that the hardest negatives come from the whole global batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from . import distributed as dist
+from .checkpoint import TrainState, find_checkpoint, load_training_state, save_training_state
+from .config import HATConfig
+from .data import TrainPairs, load_splits, train_loader
+from .evaluate import evaluate
+from .loss import contrastive_loss, hinge_triplet_loss
+from .model import HAT
+from .pretrained import load_tokenizer
+from .runtime import autocast, grad_scaler, pick_device
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train (the model itself is described by HATConfig)."""
+
+    epochs: int = 30  # passes over all (image, caption) pairs
+    max_steps: int | None = None  # stop after this many optimiser steps in all (None: epochs decide)
+    batch_size: int = 58  # pairs per optimiser step, over all processes (paper: 58)
+    grad_accum: int = 1  # micro-batches per optimiser step (batch_size must divide by it)
+    lr: float = 1e-4  # peak learning rate
+    optimizer: str = "adam"  # "adam" (paper) or "adamw"
+    weight_decay: float = 0.0
+    schedule: str = "step"  # "step": x lr_gamma every lr_step_epochs; "cosine"; "constant" (after warm-up)
+    lr_step_epochs: int = 10
+    lr_gamma: float = 0.1
+    # Warm-up: a few hundred steps of linearly rising learning rate keep Adam's first, badly
+    # estimated updates from wrecking a freshly initialised model; afterwards the rate stays
+    # constant for short CPU runs (a decay over a few minutes stops learning just as it starts).
+    warmup_steps: int = 0
+    grad_clip: float | None = 2.0  # max global gradient norm (None: no clipping)
+    freeze_backbone_epochs: int = 0  # paper: 10 (only the projections train at first)
+    negatives: str = "hardest"  # "hardest", "all", "infonce", or "curriculum" (start_loss, then hardest)
+    # Batches of whole families of hard negatives, when the data has them (the generated scenes):
+    # random batches of 64 out of thousands of images almost never hold an image's binding or role
+    # swap, so the model could rank its batch well from a bag of words alone.
+    batch_by_family: bool = False
+    start_loss: str = "all"  # curriculum: the first loss, "all" (hinge over all negatives) or "infonce"
+    temperature: float = 0.1  # InfoNCE temperature on HAT's summed scores
+    switch_accuracy: float = 0.25  # curriculum: switch when in-batch accuracy (mean of both directions) passes it
+    precision: str = "auto"  # "auto", "bf16", "fp16", "fp32"
+    seed: int = 0
+    checkpoint_every: int = 200  # optimiser steps between resumable checkpoints (and at each epoch end)
+    val_images: int | None = None  # validate on the first N val images (None: the whole split)
+    workers: int | None = None  # DataLoader workers (None: a default that works in notebooks)
+    time_budget_s: float | None = None  # stop training after this many seconds (a safety net)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.optimizer not in ("adam", "adamw"):
+            problems.append(f"optimizer must be adam or adamw, not {self.optimizer!r}")
+        if self.schedule not in ("step", "cosine", "constant"):
+            problems.append(f"schedule must be step, cosine or constant, not {self.schedule!r}")
+        if self.negatives not in ("hardest", "all", "infonce", "curriculum") or self.start_loss not in ("all", "infonce"):
+            problems.append(f"negatives must be hardest, all, infonce or curriculum (start_loss all or infonce), "
+                            f"not {self.negatives!r} / {self.start_loss!r}")
+        if self.batch_size < 2 or self.batch_size % self.grad_accum:
+            problems.append(f"batch_size {self.batch_size} must be >= 2 and divisible by grad_accum {self.grad_accum}")
+        if problems:
+            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "TrainConfig":
+        """``paper`` (the released recipe) or ``demo`` (a few minutes on a CPU), with fields replaced."""
+        if name not in TRAIN_PRESETS:
+            raise ValueError(f"unknown training preset {name!r}; choose one of {sorted(TRAIN_PRESETS)}")
+        return dataclasses.replace(TRAIN_PRESETS[name], **overrides)
+
+    def replace(self, **overrides: Any) -> "TrainConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of all fields."""
+        return dataclasses.asdict(self)
+
+
+TRAIN_PRESETS = {
+    "paper": TrainConfig(),
+    "demo": TrainConfig(epochs=1, max_steps=540, batch_size=64, lr=5e-4, optimizer="adamw", weight_decay=1e-4,
+                        schedule="constant", warmup_steps=60, negatives="curriculum", start_loss="infonce",
+                        val_images=200, checkpoint_every=100),
+}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def train(
+    model_config: HATConfig,
+    train_config: TrainConfig,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    on_step: Callable[[TrainState, HAT], None] | None = None,
+) -> tuple[HAT, dict[str, Any]]:
+    """Train, validate every epoch, keep ``out_dir/best`` and ``out_dir/last``; returns (best model, summary).
+
+    ``on_step(state, model)`` is called after every optimiser step (live plots in notebooks, tests).
+    """
+    run, splits, tokenizer = _start(model_config, train_config, data_dir, Path(out_dir), resume, device)
+    pairs = TrainPairs(splits["train"], model_config)  # built once: it may decode every image up front
+    while run.state.step < run.total_steps and not run.out_of_time():
+        epoch, done_in_epoch = divmod(run.state.step, run.steps_per_epoch)
+        _set_backbones_trainable(run.model, epoch >= run.cfg.freeze_backbone_epochs)
+        loader = train_loader(pairs, model_config, run.cfg.batch_size // run.cfg.grad_accum, tokenizer,
+                              run.cfg.workers, run.cfg.seed, epoch, start=done_in_epoch * run.cfg.grad_accum,
+                              rank=run.rank, world=run.world, device=run.dev, by_family=run.cfg.batch_by_family)
+        _run_epoch(run, loader, epoch, progress, on_step)
+        _validate(run, splits["val"], progress)
+        if run.rank == 0:
+            run.save_last()
+        dist.barrier()
+    summary = {"steps": run.state.step, "best_rsum": run.state.best_rsum, "out_dir": str(run.out_dir),
+               "hardest_from_step": run.state.hardest_from_step, "seconds": round(time.monotonic() - run.started, 1)}
+    model = HAT.from_pretrained(run.out_dir / "best").to(run.dev) if (run.out_dir / "best").is_dir() else run.model
+    return model, summary
+
+
+@dataclass
+class _Run:
+    """Everything one training run holds."""
+
+    model: HAT
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    cfg: TrainConfig
+    state: TrainState
+    log: "_MetricsLog"
+    out_dir: Path
+    dev: torch.device
+    rank: int
+    world: int
+    steps_per_epoch: int
+    total_steps: int
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def out_of_time(self) -> bool:
+        return self.cfg.time_budget_s is not None and time.monotonic() - self.started > self.cfg.time_budget_s
+
+    def save_last(self) -> None:
+        save_training_state(self.out_dir / "last", self.model, self.optimizer, self.scheduler, self.scaler,
+                            self.state, self.cfg)
+
+
+def _start(model_config: HATConfig, cfg: TrainConfig, data_dir, out_dir: Path, resume: bool, device: str | None):
+    """Build model, optimiser, schedule and log; restore them from ``out_dir/last`` when resuming."""
+    rank, world = dist.setup()
+    dev = dist.device_for(rank, device) if world > 1 else pick_device(device)
+    torch.manual_seed(cfg.seed)
+    splits = load_splits(data_dir)
+    model = HAT(model_config).to(dev)
+    steps_per_epoch = sum(len(c) for c in splits["train"]["captions"]) // cfg.batch_size  # pairs // batch
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training split has fewer pairs than one batch of {cfg.batch_size}")
+    optimizer = _optimizer(model, cfg)
+    scheduler = _scheduler(optimizer, cfg, steps_per_epoch)
+    scaler = grad_scaler(dev, cfg.precision)
+    state, last = TrainState(), find_checkpoint(out_dir / "last")
+    if resume and last is not None:
+        state = load_training_state(last, model, optimizer, scheduler, scaler, model_config, cfg)
+    log = _MetricsLog(out_dir / "metrics.jsonl", keep_until=state.step if resume else 0, enabled=rank == 0)
+    total = min(cfg.max_steps or cfg.epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
+    run = _Run(model, optimizer, scheduler, scaler, cfg, state, log, out_dir, dev, rank, world, steps_per_epoch, total)
+    return run, splits, load_tokenizer(model_config)
+
+
+def _run_epoch(run: _Run, loader, epoch: int, progress: bool, on_step) -> None:
+    """Optimiser steps until the epoch ends, the step limit or the time budget; checkpoints on the way."""
+    cfg, state = run.cfg, run.state
+    bar = tqdm(total=min(run.steps_per_epoch, run.total_steps - epoch * run.steps_per_epoch),
+               initial=state.step % run.steps_per_epoch, desc=f"epoch {epoch + 1}",
+               disable=not progress or run.rank != 0, dynamic_ncols=True)
+    for batches in _groups(loader, cfg.grad_accum):
+        objective = _loss_name(state, cfg)
+        loss, accuracy = _train_step(run.model, batches, run.optimizer, run.scaler, cfg, state, run.dev)
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the loss became {loss} at step {state.step + 1}; stopped, the last good checkpoint "
+                f"({run.out_dir / 'last'}) is kept: lower the learning rate or use precision='fp32'")
+        run.scheduler.step()
+        state.step += 1
+        _update_curriculum(state, cfg, accuracy)
+        lr = run.optimizer.param_groups[0]["lr"]
+        bar.update()
+        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{state.accuracy_ema:.2f}", lr=f"{lr:.1e}", neg=_loss_name(state, cfg))
+        run.log.write({"step": state.step, "epoch": epoch + 1, "loss": loss, "objective": objective,
+                       "accuracy": accuracy, "lr": lr})
+        end = state.step >= run.total_steps or state.step % run.steps_per_epoch == 0 or run.out_of_time()
+        if state.step % cfg.checkpoint_every == 0 and not end and run.rank == 0:  # the end saves after validation
+            run.save_last()
+        if on_step is not None:
+            on_step(state, run.model)
+        if end:
+            break
+    bar.close()
+
+
+def _train_step(model: HAT, batches: list[dict], optimizer, scaler, cfg: TrainConfig, state: TrainState,
+                dev: torch.device) -> tuple[float, float]:
+    """One optimiser step over ``grad_accum`` micro-batches; returns (loss, in-batch accuracy)."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss_name = _loss_name(state, cfg)
+    total_loss, accuracy = 0.0, 0.0
+    for batch in batches:
+        with autocast(dev, cfg.precision):
+            scores, image_ids = _global_scores(model, batch, dev)  # (B, B) over all processes
+        if loss_name == "infonce":
+            loss = contrastive_loss(scores.float(), cfg.temperature, image_ids)
+        else:
+            loss = hinge_triplet_loss(scores.float(), model.config.margin, loss_name == "hardest", image_ids)
+        scaler.scale(loss / len(batches)).backward()
+        total_loss += loss.item() / len(batches)
+        accuracy += _in_batch_accuracy(scores.detach()) / len(batches)
+    dist.average_gradients(model)
+    if cfg.grad_clip is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return total_loss, accuracy
+
+
+def _global_scores(model: HAT, batch: dict, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of every image with every caption of the global batch: (B, B), and the image ids (B,)."""
+    ids, mask = _pad_to(batch["input_ids"], batch["attention_mask"], dist.max_over_processes(batch["input_ids"].shape[1]))
+    image_feats = model.encode_image(batch["images"].to(dev, non_blocking=True))  # L x (b, R_l, D)
+    text_feats = model.encode_text(ids.to(dev), mask.to(dev))  # L x (b, W, D)
+    image_feats = [dist.gather(f) for f in image_feats]  # L x (B, R_l, D)
+    text_feats = [dist.gather(f) for f in text_feats]  # L x (B, W, D)
+    mask = dist.gather(mask.to(dev))  # (B, W)
+    return model.score(image_feats, text_feats, mask), dist.gather(batch["image_ids"].to(dev))
+
+
+def _pad_to(ids: torch.Tensor, mask: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token ids and mask (b, W) to (b, width) with padding (id 0, mask 0)."""
+    extra = width - ids.shape[1]
+    if extra == 0:
+        return ids, mask
+    return torch.nn.functional.pad(ids, (0, extra)), torch.nn.functional.pad(mask, (0, extra))
+
+
+def _in_batch_accuracy(scores: torch.Tensor) -> float:
+    """Share of images whose best caption, and captions whose best image, is their own (mean of both)."""
+    target = torch.arange(scores.shape[0], device=scores.device)
+    i2t = (scores.argmax(dim=1) == target).float().mean()
+    t2i = (scores.argmax(dim=0) == target).float().mean()
+    return ((i2t + t2i) / 2).item()
+
+
+def _loss_name(state: TrainState, cfg: TrainConfig) -> str:
+    """The loss of this step: "hardest", "all" or "infonce"."""
+    if cfg.negatives != "curriculum":
+        return cfg.negatives
+    return "hardest" if state.hardest else cfg.start_loss
+
+
+def _update_curriculum(state: TrainState, cfg: TrainConfig, accuracy: float) -> None:
+    """Keep a running in-batch accuracy; switch to the hardest negative once it passes the threshold."""
+    state.accuracy_ema = 0.9 * state.accuracy_ema + 0.1 * accuracy
+    if cfg.negatives == "curriculum" and not state.hardest and state.accuracy_ema >= cfg.switch_accuracy:
+        state.hardest, state.hardest_from_step = True, state.step
+
+
+def _validate(run: _Run, val_split, progress: bool) -> None:
+    """Recall@K on the validation split; the best model by rSum goes to ``out_dir/best``."""
+    if run.rank != 0:
+        return
+    cfg, state = run.cfg, run.state
+    if cfg.val_images is not None:
+        val_split = val_split.select(range(min(cfg.val_images, len(val_split))))
+    metrics = evaluate(run.model, val_split, device=run.dev, progress=False)
+    record = {"step": state.step, **{k: round(v, 2) for k, v in metrics.items() if isinstance(v, float)}}
+    state.history.append(record)
+    run.log.write({"validation": record})
+    if metrics["rsum"] > state.best_rsum:
+        state.best_rsum = metrics["rsum"]
+        run.model.save_pretrained(run.out_dir / "best")
+    if progress:
+        tqdm.write(f"step {state.step}: val R@1 i2t {metrics['i2t_r1']:.1f} t2i {metrics['t2i_r1']:.1f} "
+                   f"rsum {metrics['rsum']:.1f} (best {state.best_rsum:.1f})")
+
+
+def _groups(loader, size: int):
+    """Yield lists of ``size`` consecutive micro-batches (one optimiser step each)."""
+    group = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+
+
+def _optimizer(model: HAT, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = list(model.parameters())  # frozen backbones simply get no gradient
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning-rate factor per optimiser step: linear warm-up, then step decay, cosine or constant."""
+    total = max(1, min(cfg.max_steps or cfg.epochs * steps_per_epoch, cfg.epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "step":
+            return cfg.lr_gamma ** (step // (cfg.lr_step_epochs * steps_per_epoch))
+        if cfg.schedule == "cosine":
+            progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _set_backbones_trainable(model: HAT, trainable: bool) -> None:
+    """HAT's freeze schedule: with frozen backbones only the norms and projections learn."""
+    for module in (model.image_encoder, model.text_encoder):
+        for p in module.parameters():
+            p.requires_grad_(trainable)
+
+
+class _MetricsLog:
+    """Appends one JSON record per line; a resumed run first drops the records after its checkpoint."""
+
+    def __init__(self, path: Path, keep_until: int, enabled: bool = True):
+        self.path, self.enabled = Path(path), enabled
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lines = self.path.read_text().splitlines() if self.path.exists() and keep_until else []
+        kept = [l for l in lines if _record_step(json.loads(l)) <= keep_until]
+        self.path.write_text("".join(l + "\n" for l in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _record_step(record: dict[str, Any]) -> int:
+    return record["step"] if "step" in record else record["validation"]["step"]
+
+
+def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
+    """A run's ``metrics.jsonl`` as (training records, validation records), for plots."""
+    records = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+    return [r for r in records if "validation" not in r], [r["validation"] for r in records if "validation" in r]

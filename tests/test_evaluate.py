@@ -1,0 +1,153 @@
+"""Evaluation: encode once, blocked scoring equals brute force, ensembles, COCO folds, memory, table, quiet mode."""
+import pytest
+import torch
+
+from data_prep.synthetic import generate
+from hat_min import HAT, HATConfig, coco_1k, recall_at_k
+from hat_min.data import EvalImages, eval_captions, tokenize
+from hat_min.evaluate import encode, evaluate, feature_memory_bytes, format_table, similarity
+from hat_min.pretrained import load_tokenizer
+
+CFG = HATConfig.preset("tiny")
+FAST = {"workers": 0, "progress": False, "batch_size": 25, "image_block": 8}  # several text batches and blocks
+
+
+@pytest.fixture(scope="module")
+def split():
+    return generate(n_train=4, n_val=4, n_test=12, seed=7, progress=False)["test"]
+
+
+@pytest.fixture(scope="module")
+def models():
+    """An i2t and a t2i model with different weights (the paper's ensemble pairs such two)."""
+    torch.manual_seed(0)
+    i2t = HAT(CFG).eval()
+    return i2t, HAT(CFG.replace(direction="t2i", level_weights=(0.5, 1.0, 2.0))).eval()
+
+
+def brute_force(model, split, captions_per_image=5):
+    """The slow way: every image and every caption in one batch, then ``model.score`` in one go."""
+    images = torch.stack([EvalImages(split, model.config)[i] for i in range(len(split))])
+    ids, mask = tokenize(load_tokenizer(model.config), eval_captions(split, captions_per_image), CFG.max_text_len)
+    with torch.no_grad():
+        return model.score(model.encode_image(images), model.encode_text(ids, mask), mask)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_evaluate_equals_brute_force(models, split, which):
+    model = models[which]
+    result = evaluate(model, split, return_sims=True, **FAST)
+    reference = brute_force(model, split)
+    torch.testing.assert_close(result["sims"], reference, atol=1e-4, rtol=0)
+    assert result["sims"].dtype == torch.float32 and result["sims"].device.type == "cpu"
+    expected = recall_at_k(reference)
+    assert {k: result[k] for k in expected} == pytest.approx(expected)
+    assert result["info"]["n_images"] == 12 and result["info"]["n_captions"] == 60
+
+
+def test_each_image_and_caption_is_encoded_once(models, split, monkeypatch):
+    model = models[0]
+    seen = {"images": 0, "captions": 0, "text_masks": []}
+    encode_image, encode_text = model.encode_image, model.encode_text
+
+    def count_images(images):
+        seen["images"] += len(images)
+        return encode_image(images)
+
+    def count_captions(ids, mask):
+        seen["captions"] += len(ids)
+        seen["text_masks"].append(mask)
+        return encode_text(ids, mask)
+
+    monkeypatch.setattr(model, "encode_image", count_images)
+    monkeypatch.setattr(model, "encode_text", count_captions)
+    evaluate(model, split, **{**FAST, "batch_size": 10})
+    assert seen["images"] == len(split) and seen["captions"] == 5 * len(split)
+    assert len(seen["text_masks"]) == 6  # batches of 10 captions
+    assert all(mask[:, -1].any() for mask in seen["text_masks"])  # each batch padded to its longest caption only
+    assert len({mask.shape[1] for mask in seen["text_masks"]}) > 1
+
+
+def test_ensemble_is_the_sum_of_similarities(models, split):
+    result = evaluate(list(models), split, return_sims=True, **FAST)
+    reference = brute_force(models[0], split) + brute_force(models[1], split)
+    torch.testing.assert_close(result["sims"], reference, atol=2e-4, rtol=0)
+    torch.testing.assert_close(result["sims"], result["model_sims"][0] + result["model_sims"][1])
+    expected = recall_at_k(reference)
+    assert {k: result[k] for k in expected} == pytest.approx(expected)
+    assert result["info"]["models"] == 2
+
+
+def test_coco_protocols(models, split):
+    ten = split.select(range(10))
+    folds = evaluate(models[0], ten, "coco1k", fold_images=5, return_sims=True, **FAST)
+    assert {k: folds[k] for k in recall_at_k(folds["sims"])} == pytest.approx(coco_1k(brute_force(models[0], ten),
+                                                                                        fold_images=5))
+    whole = evaluate(models[0], ten, "coco5k", **FAST)
+    assert whole["rsum"] == pytest.approx(recall_at_k(folds["sims"])["rsum"])
+    with pytest.raises(ValueError, match="fold_images=4"):
+        evaluate(models[0], ten, "coco1k", fold_images=4, **FAST)
+
+
+def test_feature_memory_at_the_paper_dimensions():
+    paper = feature_memory_bytes(1000, 5000, (784, 196, 49), 32, 768, torch.float16)  # Flickr30K test
+    release = feature_memory_bytes(5 * 1000, 5000, (784, 196, 49), 32, 768, torch.float64)  # each image 5x, fp64
+    print(f"Flickr30K test features: {paper / 1e9:.2f} GB in fp16; the release's way: {release / 1e9:.1f} GB")
+    assert paper < 2.5e9
+    assert 10 < release / paper < 20
+
+
+def test_memory_estimate_matches_what_encode_holds(models, split):
+    encoded = encode(models[0], split, workers=0, progress=False)
+    regions = [t.shape[1] for t in encoded.image_levels]
+    assert regions == [64, 16, 4]
+    width = encoded.mask.shape[1]
+    assert encoded.nbytes == feature_memory_bytes(12, 60, regions, width, CFG.embed_dim, torch.float32)
+    assert all(t.dtype == torch.float32 for t in encoded.image_levels + encoded.text_levels)  # CPU: float32
+    assert not bool(encoded.mask.all()) and bool(encoded.mask[:, -1].any())  # padded to the longest caption
+
+
+def test_format_table_shows_the_numbers(models, split):
+    result = evaluate(models[0], split, **FAST)
+    table = format_table({"HAT i2t": result, "ensemble": {**result, "rsum": 123.45}})
+    for key in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"):
+        assert f"{result[key]:.1f}" in table
+    assert "HAT i2t" in table and "123.5" in table and "rSum" in table and "t2i R@10" in table
+    assert len(format_table(result).splitlines()) == 3  # a single result is one row
+
+
+def test_progress_false_is_silent_and_true_shows_bars(models, split, capsys):
+    evaluate(models[0], split, **FAST)
+    assert capsys.readouterr() == ("", "")
+    evaluate(models[0], split, **{**FAST, "progress": True})
+    out, err = capsys.readouterr()
+    assert "MB" in out and "encoding images" in err and "encoding captions" in err and "scoring" in err
+
+
+def test_clear_errors(models, split):
+    with pytest.raises(ValueError, match="at least one model"):
+        evaluate([], split, **FAST)
+    with pytest.raises(ValueError, match="fewer than 6 captions"):
+        evaluate(models[0], split, captions_per_image=6, **FAST)
+    with pytest.raises(ValueError, match="unknown protocol"):
+        evaluate(models[0], split, "5k", **FAST)
+    with pytest.raises(ValueError, match="lacks the column"):
+        evaluate(models[0], split.remove_columns("captions"), **FAST)
+    encoded = encode(models[0], split.select(range(2)), workers=0, progress=False)
+    with pytest.raises(ValueError, match="not encoded by a model of this config"):
+        similarity(CFG.replace(levels=((4, 4),)), encoded, progress=False)
+
+
+def test_a_tokenizer_of_another_vocabulary_is_refused(models, split):
+    def big_vocabulary(captions, **kwargs):
+        return {"input_ids": torch.full((len(captions), 4), 40_000), "attention_mask": torch.ones(len(captions), 4)}
+
+    with pytest.raises(ValueError, match="has 30522 tokens"):
+        evaluate(models[0], split, tokenizer=big_vocabulary, **FAST)
+
+
+def test_training_mode_is_restored(split):
+    torch.manual_seed(0)
+    model = HAT(CFG).train()
+    encode(model, split.select(range(2)), workers=0, progress=False)
+    assert model.training

@@ -1,0 +1,200 @@
+"""The trainer: resume after a crash, non-finite loss, freeze schedule, curriculum, schedules, checkpoints."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from data_prep.synthetic import generate
+from hat_min import HAT, HATConfig
+from hat_min.checkpoint import find_checkpoint
+from hat_min.train import NonFiniteLossError, TrainConfig, _scheduler, read_metrics, train
+
+# A very small HAT so that each test trains in seconds.
+MODEL = HATConfig.preset("tiny", text_dropout=0.0, swin_embed_dim=16, swin_depths=(1, 1, 1, 1), swin_heads=(1, 1, 2, 2),
+                         text_width=32, text_heads=2, text_layers=2, levels=((2, 1), (3, 2), (4, 2)), embed_dim=32)
+FAST = TrainConfig(epochs=2, batch_size=16, lr=1e-3, optimizer="adamw", schedule="constant", warmup_steps=2,
+                   negatives="curriculum", switch_accuracy=0.2, checkpoint_every=3, workers=0)
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "synthetic"
+    generate(n_train=8, n_val=4, n_test=4, seed=1, progress=False).save_to_disk(str(path))  # 40 pairs: 2 steps/epoch
+    return path
+
+
+def _crash_at(step):
+    def on_step(state, model):
+        if state.step == step:
+            raise Crash
+
+    return on_step
+
+
+def _weights(directory):
+    return load_file(str(directory / "model.safetensors"))
+
+
+def test_resume_after_a_crash_reaches_the_same_result(data, tmp_path):
+    cfg = FAST.replace(epochs=3, checkpoint_every=1)
+    _, whole = train(MODEL, cfg, data, tmp_path / "whole", progress=False)
+    with pytest.raises(Crash):  # killed in the middle of epoch 3 (after step 5's checkpoint)
+        train(MODEL, cfg, data, tmp_path / "killed", progress=False, on_step=_crash_at(5))
+    _, resumed = train(MODEL, cfg, data, tmp_path / "killed", resume=True, progress=False)
+    assert resumed["steps"] == whole["steps"] == 6
+    assert resumed["best_rsum"] == pytest.approx(whole["best_rsum"])
+    for key, value in _weights(tmp_path / "whole" / "last").items():
+        torch.testing.assert_close(_weights(tmp_path / "killed" / "last")[key], value, msg=key)
+    steps_whole, vals_whole = read_metrics(tmp_path / "whole" / "metrics.jsonl")
+    steps_resumed, vals_resumed = read_metrics(tmp_path / "killed" / "metrics.jsonl")
+    assert [r["step"] for r in steps_resumed] == list(range(1, 7))  # no duplicated records
+    assert [r["loss"] for r in steps_resumed] == pytest.approx([r["loss"] for r in steps_whole])
+    assert vals_resumed == vals_whole
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    def poison(state, model):
+        if state.step == 3:  # right after the checkpoint of step 3: break the weights
+            with torch.no_grad():
+                model.image_proj[0].weight.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match="step 4.*last good checkpoint"):
+        train(MODEL, FAST.replace(epochs=3), data, tmp_path / "run", progress=False, on_step=poison)
+    last = find_checkpoint(tmp_path / "run" / "last")
+    assert all(torch.isfinite(t).all() for t in _weights(last).values())
+    assert torch.load(last / "training_state.pt", weights_only=False)["state"]["step"] == 3
+
+
+def test_checkpoint_loads_with_safetensors_and_json_alone(data, tmp_path):
+    train(MODEL, FAST.replace(epochs=1), data, tmp_path, progress=False)
+    config = json.loads((tmp_path / "best" / "config.json").read_text())  # plain JSON
+    weights = load_file(str(tmp_path / "best" / "model.safetensors"))  # no pickle
+    model = HAT(HATConfig.from_dict(config))
+    model.load_state_dict(weights)
+    torch.testing.assert_close(model.text_proj[0].weight, weights["text_proj.0.weight"])
+    loaded = HAT.from_pretrained(tmp_path / "best")
+    torch.testing.assert_close(loaded.image_proj[2].bias, weights["image_proj.2.bias"])
+
+
+def test_loading_with_another_config_names_the_fields(data, tmp_path):
+    HAT(MODEL).save_pretrained(tmp_path / "m")
+    other = MODEL.replace(embed_dim=128, direction="t2i")
+    with pytest.raises(ValueError, match=r"different config: .*embed_dim \(checkpoint 32, expected 128\).*direction"):
+        HAT.from_pretrained(tmp_path / "m", config=other)
+
+
+def test_resume_refuses_a_different_recipe(data, tmp_path):
+    cfg = FAST.replace(epochs=1)
+    train(MODEL, cfg, data, tmp_path, progress=False)
+    changed = cfg.replace(lr=0.5, epochs=2)
+    with pytest.raises(ValueError, match=r"training config differs in lr \(checkpoint 0.001, now 0.5\)"):
+        train(MODEL, changed, data, tmp_path, resume=True, progress=False)
+    with pytest.raises(ValueError, match="embed_dim"):
+        train(MODEL.replace(embed_dim=64), cfg.replace(epochs=2), data, tmp_path,
+              resume=True, progress=False)
+
+
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(data, tmp_path, monkeypatch):
+    cfg = FAST.replace(epochs=1)
+    train(MODEL, cfg, data, tmp_path, progress=False)
+    before = _weights(tmp_path / "last")
+    import safetensors.torch
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        train(MODEL, cfg.replace(epochs=2), data, tmp_path, resume=True, progress=False)
+    after = _weights(tmp_path / "last")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".last.")]  # no leftovers
+
+
+def test_frozen_backbones_do_not_move(data, tmp_path):
+    cfg = FAST.replace(epochs=1, freeze_backbone_epochs=1)
+    torch.manual_seed(cfg.seed)
+    initial = HAT(MODEL).state_dict()
+    model, _ = train(MODEL, cfg, data, tmp_path, progress=False)
+    trained = HAT.from_pretrained(tmp_path / "last").state_dict()
+    assert torch.equal(trained["image_encoder.body.patch_embed.proj.weight"],
+                       initial["image_encoder.body.patch_embed.proj.weight"])
+    assert torch.equal(trained["text_encoder.bert.embeddings.word_embeddings.weight"],
+                       initial["text_encoder.bert.embeddings.word_embeddings.weight"])
+    assert not torch.equal(trained["image_proj.0.weight"], initial["image_proj.0.weight"])
+
+
+def test_curriculum_switches_to_the_hardest_negative(data, tmp_path):
+    cfg = FAST.replace(epochs=1, switch_accuracy=0.0)
+    _, summary = train(MODEL, cfg, data, tmp_path, progress=False)
+    assert summary["hardest_from_step"] == 1
+    cfg = FAST.replace(epochs=1, switch_accuracy=1.01)
+    _, summary = train(MODEL, cfg, data, tmp_path / "never", progress=False)
+    assert summary["hardest_from_step"] is None
+
+
+def test_learning_rate_schedules():
+    param = torch.nn.Parameter(torch.zeros(1))
+
+    def rates(cfg, steps):
+        opt = torch.optim.SGD([param], lr=cfg.lr)
+        sched = _scheduler(opt, cfg, steps_per_epoch=10)
+        out = []
+        for _ in range(steps):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    paper = rates(TrainConfig(lr=1e-4), 25)
+    assert paper[0] == pytest.approx(1e-4) and paper[9] == pytest.approx(1e-4)
+    assert paper[10] == pytest.approx(1e-4) and paper[24] == pytest.approx(1e-4)  # 10 epochs = 100 steps
+    assert rates(TrainConfig(lr=1e-4, lr_step_epochs=1), 25)[10] == pytest.approx(1e-5)
+    warm = rates(TrainConfig(lr=1.0, warmup_steps=4, schedule="constant"), 8)
+    assert warm == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0])
+    cosine = rates(TrainConfig(lr=1.0, epochs=1, schedule="cosine"), 10)
+    assert cosine[0] == pytest.approx(1.0) and cosine[5] == pytest.approx(0.5) and cosine[-1] < 0.05
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(optimizer="sgd"), "optimizer"), (dict(schedule="linear"), "schedule"),
+    (dict(negatives="some"), "negatives"), (dict(batch_size=10, grad_accum=3), "grad_accum"),
+])
+def test_invalid_train_configs(bad, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**bad)
+
+
+def test_grad_accumulation_runs(data, tmp_path):
+    cfg = FAST.replace(epochs=1, grad_accum=2)
+    _, summary = train(MODEL, cfg, data, tmp_path, progress=False)
+    assert summary["steps"] == 2
+
+
+def test_two_processes_match_one_on_the_same_global_batch(data, tmp_path):
+    """torchrun with 2 CPU processes (gloo): the hardest negatives come from the whole global batch,
+    so the loss of every step equals a single process's on the same global batch."""
+    import subprocess
+    import sys
+
+    common = ["-m", "hat_min", "train", "--preset", "tiny", "--data", str(data), "--train-preset", "demo",
+              "--set", "text_dropout=0.0", "--set", "swin_depths=[1,1,1,1]", "--set", "batch_size=16",
+              "--set", "max_steps=2", "--set", "warmup_steps=1", "--set", "negatives=hardest",
+              "--set", "workers=0", "--set", "val_images=4", "--device", "cpu"]
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29517", *common, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    losses_one = [r["loss"] for r in read_metrics(tmp_path / "one" / "metrics.jsonl")[0]]
+    losses_two = [r["loss"] for r in read_metrics(tmp_path / "two" / "metrics.jsonl")[0]]
+    assert len(losses_one) == len(losses_two) == 2
+    assert losses_two == pytest.approx(losses_one, rel=1e-4)
