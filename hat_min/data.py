@@ -29,7 +29,7 @@ from torchvision import transforms as T
 from tqdm.auto import tqdm
 
 from data_prep import to_rgb
-from data_prep.synthetic import flip_caption
+from data_prep.captions import flip_caption
 
 from .config import HATConfig
 
@@ -149,6 +149,7 @@ class EpochBatches(Sampler):
             raise ValueError(f"batch size {batch_size} does not split over {world} processes")
         self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, epoch
         self.start, self.rank, self.world, self.families = start, rank, world, families
+        self.by_family = families is not None
 
     def __len__(self) -> int:
         return self.n // self.batch_size  # the last partial batch is dropped

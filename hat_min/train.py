@@ -64,8 +64,9 @@ class TrainConfig:
     negatives: str = "hardest"  # "hardest", "all", "infonce", or "curriculum" (start_loss, then hardest)
     # Batches of whole families of hard negatives, when the data has them (the generated scenes):
     # random batches of 64 out of thousands of images almost never hold an image's binding or role
-    # swap, so the model could rank its batch well from a bag of words alone.
-    batch_by_family: bool = False
+    # swap, so the model could rank its batch well from a bag of words alone. "never", "always",
+    # or "after_switch": random batches while the curriculum's first loss learns the words, then families.
+    batch_by_family: str = "never"
     start_loss: str = "all"  # curriculum: the first loss, "all" (hinge over all negatives) or "infonce"
     temperature: float = 0.1  # InfoNCE temperature on HAT's summed scores
     switch_accuracy: float = 0.25  # curriculum: switch when in-batch accuracy (mean of both directions) passes it
@@ -85,6 +86,8 @@ class TrainConfig:
         if self.negatives not in ("hardest", "all", "infonce", "curriculum") or self.start_loss not in ("all", "infonce"):
             problems.append(f"negatives must be hardest, all, infonce or curriculum (start_loss all or infonce), "
                             f"not {self.negatives!r} / {self.start_loss!r}")
+        if self.batch_by_family not in ("never", "always", "after_switch"):
+            problems.append(f"batch_by_family must be never, always or after_switch, not {self.batch_by_family!r}")
         if self.batch_size < 2 or self.batch_size % self.grad_accum:
             problems.append(f"batch_size {self.batch_size} must be >= 2 and divisible by grad_accum {self.grad_accum}")
         if problems:
@@ -139,8 +142,9 @@ def train(
         _set_backbones_trainable(run.model, epoch >= run.cfg.freeze_backbone_epochs)
         loader = train_loader(pairs, model_config, run.cfg.batch_size // run.cfg.grad_accum, tokenizer,
                               run.cfg.workers, run.cfg.seed, epoch, start=done_in_epoch * run.cfg.grad_accum,
-                              rank=run.rank, world=run.world, device=run.dev, by_family=run.cfg.batch_by_family)
-        _run_epoch(run, loader, epoch, progress, on_step)
+                              rank=run.rank, world=run.world, device=run.dev, by_family=_by_family(run, pairs))
+        if not _run_epoch(run, loader, epoch, progress, on_step):
+            continue  # the batches change mid-epoch (families after the switch): a new loader, same epoch
         _validate(run, splits["val"], progress)
         if run.rank == 0:
             run.save_last()
@@ -200,8 +204,16 @@ def _start(model_config: HATConfig, cfg: TrainConfig, data_dir, out_dir: Path, r
     return run, splits, load_tokenizer(model_config)
 
 
-def _run_epoch(run: _Run, loader, epoch: int, progress: bool, on_step) -> None:
-    """Optimiser steps until the epoch ends, the step limit or the time budget; checkpoints on the way."""
+def _by_family(run: _Run, pairs: TrainPairs) -> bool:
+    """Whether this part of the run draws its batches as whole families of hard negatives."""
+    mode = run.cfg.batch_by_family
+    wanted = mode == "always" or (mode == "after_switch" and run.state.hardest)
+    return wanted and pairs.family_of_row is not None  # data without families: random batches
+
+
+def _run_epoch(run: _Run, loader, epoch: int, progress: bool, on_step) -> bool:
+    """Optimiser steps until the epoch ends, the step limit or the time budget (True), or until the
+    batches must change (False); checkpoints on the way."""
     cfg, state = run.cfg, run.state
     bar = tqdm(total=min(run.steps_per_epoch, run.total_steps - epoch * run.steps_per_epoch),
                initial=state.step % run.steps_per_epoch, desc=f"epoch {epoch + 1}",
@@ -228,7 +240,11 @@ def _run_epoch(run: _Run, loader, epoch: int, progress: bool, on_step) -> None:
             on_step(state, run.model)
         if end:
             break
+        if _by_family(run, loader.dataset) != loader.batch_sampler.by_family:
+            bar.close()
+            return False
     bar.close()
+    return True
 
 
 def _train_step(model: HAT, batches: list[dict], optimizer, scaler, cfg: TrainConfig, state: TrainState,

@@ -173,4 +173,5 @@ def test_splits_without_families_fall_back_to_random_batches():
                                     features=BASE_FEATURES)
     pairs = TrainPairs(ds, CFG)
     assert pairs.families() is None
-    assert len(next(iter(train_loader(ds, CFG, 4, workers=0, by_family=True)))["image_ids"]) == 4
+    loader = train_loader(ds, CFG, 4, workers=0, by_family=True)
+    assert len(next(iter(loader))["image_ids"]) == 4 and not loader.batch_sampler.by_family

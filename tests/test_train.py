@@ -40,8 +40,9 @@ def _weights(directory):
     return load_file(str(directory / "model.safetensors"))
 
 
-def test_resume_after_a_crash_reaches_the_same_result(data, tmp_path):
-    cfg = FAST.replace(epochs=3, checkpoint_every=1)
+@pytest.mark.parametrize("by_family", ["never", "after_switch"])
+def test_resume_after_a_crash_reaches_the_same_result(data, tmp_path, by_family):
+    cfg = FAST.replace(epochs=3, checkpoint_every=1, batch_by_family=by_family, switch_accuracy=0.05)
     _, whole = train(MODEL, cfg, data, tmp_path / "whole", progress=False)
     with pytest.raises(Crash):  # killed in the middle of epoch 3 (after step 5's checkpoint)
         train(MODEL, cfg, data, tmp_path / "killed", progress=False, on_step=_crash_at(5))
@@ -164,6 +165,7 @@ def test_learning_rate_schedules():
 @pytest.mark.parametrize("bad, message", [
     (dict(optimizer="sgd"), "optimizer"), (dict(schedule="linear"), "schedule"),
     (dict(negatives="some"), "negatives"), (dict(batch_size=10, grad_accum=3), "grad_accum"),
+    (dict(batch_by_family="sometimes"), "batch_by_family"),
 ])
 def test_invalid_train_configs(bad, message):
     with pytest.raises(ValueError, match=message):
