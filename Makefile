@@ -29,7 +29,7 @@ $(DEPS): $(LOCK)
 test: setup
 	$(BIN)/python -m pytest tests/
 ifneq ($(NOTEBOOKS),)
-	$(BIN)/python -m pytest --nbmake $(NOTEBOOKS)
+	HAT_MIN_OFFLINE=1 $(BIN)/python -m pytest --nbmake $(NOTEBOOKS)
 endif
 
 ## demo: generate the offline dataset if missing, train the tiny model, evaluate it, draw retrievals

@@ -200,3 +200,36 @@ def test_two_processes_match_one_on_the_same_global_batch(data, tmp_path):
     losses_two = [r["loss"] for r in read_metrics(tmp_path / "two" / "metrics.jsonl")[0]]
     assert len(losses_one) == len(losses_two) == 2
     assert losses_two == pytest.approx(losses_one, rel=1e-4)
+
+
+def test_killed_cli_run_resumes_to_the_same_weights(data, tmp_path):
+    """SIGKILL a `python -m hat_min train` mid-epoch, whatever it is doing, then `--resume`."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sets = ["text_dropout=0.0", "swin_embed_dim=16", "swin_depths=[1,1,1,1]", "swin_heads=[1,1,2,2]",
+            "text_width=32", "text_heads=2", "text_layers=2", "levels=[[2,1],[3,2],[4,2]]", "embed_dim=32",
+            "epochs=4", "max_steps=8", "batch_size=16", "checkpoint_every=1", "workers=0", "val_images=4"]
+    args = [sys.executable, "-m", "hat_min", "train", "--data", str(data), "--device", "cpu"]
+    args += [f"--set={s}" for s in sets]
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    whole = subprocess.run(args + ["--out", str(tmp_path / "whole")], env=env, capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    log = tmp_path / "killed" / "metrics.jsonl"
+    proc = subprocess.Popen(args + ["--out", str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (not log.exists() or log.read_text().count('"loss"') < 5):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # in the middle of epoch 3 (2 steps per epoch), mid-write or not
+    proc.wait()
+    resumed = subprocess.run(args + ["--out", str(tmp_path / "killed"), "--resume"], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["steps"] == 8
+    expected, got = _weights(tmp_path / "whole" / "last"), _weights(tmp_path / "killed" / "last")
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert read_metrics(tmp_path / "killed" / "metrics.jsonl")[1] == read_metrics(tmp_path / "whole" / "metrics.jsonl")[1]
