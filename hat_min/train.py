@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from .evaluate import evaluate
 from .loss import contrastive_loss, hinge_triplet_loss
 from .model import HAT
 from .pretrained import load_tokenizer
+from .runlog import MetricsLog
 from .runtime import autocast, grad_scaler, pick_device
 
 
@@ -165,7 +165,7 @@ class _Run:
     scaler: torch.amp.GradScaler
     cfg: TrainConfig
     state: TrainState
-    log: "_MetricsLog"
+    log: MetricsLog
     out_dir: Path
     dev: torch.device
     rank: int
@@ -198,7 +198,7 @@ def _start(model_config: HATConfig, cfg: TrainConfig, data_dir, out_dir: Path, r
     state, last = TrainState(), find_checkpoint(out_dir / "last")
     if resume and last is not None:
         state = load_training_state(last, model, optimizer, scheduler, scaler, model_config, cfg)
-    log = _MetricsLog(out_dir / "metrics.jsonl", keep_until=state.step if resume else 0, enabled=rank == 0)
+    log = MetricsLog(out_dir / "metrics.jsonl", keep_until=state.step if resume else 0, enabled=rank == 0)
     total = min(cfg.max_steps or cfg.epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
     run = _Run(model, optimizer, scheduler, scaler, cfg, state, log, out_dir, dev, rank, world, steps_per_epoch, total)
     return run, splits, load_tokenizer(model_config)
@@ -372,31 +372,3 @@ def _set_backbones_trainable(model: HAT, trainable: bool) -> None:
     for module in (model.image_encoder, model.text_encoder):
         for p in module.parameters():
             p.requires_grad_(trainable)
-
-
-class _MetricsLog:
-    """Appends one JSON record per line; a resumed run first drops the records after its checkpoint."""
-
-    def __init__(self, path: Path, keep_until: int, enabled: bool = True):
-        self.path, self.enabled = Path(path), enabled
-        if not enabled:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lines = self.path.read_text().splitlines() if self.path.exists() and keep_until else []
-        kept = [l for l in lines if _record_step(json.loads(l)) <= keep_until]
-        self.path.write_text("".join(l + "\n" for l in kept))
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.enabled:
-            with self.path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-
-
-def _record_step(record: dict[str, Any]) -> int:
-    return record["step"] if "step" in record else record["validation"]["step"]
-
-
-def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
-    """A run's ``metrics.jsonl`` as (training records, validation records), for plots."""
-    records = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
-    return [r for r in records if "validation" not in r], [r["validation"] for r in records if "validation" in r]

@@ -59,7 +59,7 @@ def training_curves(metrics_path: str | Path):
     """Loss and in-batch accuracy per step, and validation rSum, from a run's ``metrics.jsonl``."""
     import matplotlib.pyplot as plt
 
-    from .train import read_metrics
+    from .runlog import read_metrics
 
     steps, validations = read_metrics(metrics_path)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))

@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 from data_prep.synthetic import generate
 from hat_min import HAT, HATConfig
 from hat_min.checkpoint import find_checkpoint
-from hat_min.train import NonFiniteLossError, TrainConfig, _scheduler, read_metrics, train
+from hat_min.runlog import read_metrics
+from hat_min.train import NonFiniteLossError, TrainConfig, _scheduler, train
 
 # A very small HAT so that each test trains in seconds.
 MODEL = HATConfig.preset("tiny", text_dropout=0.0, swin_embed_dim=16, swin_depths=(1, 1, 1, 1), swin_heads=(1, 1, 2, 2),

@@ -1,0 +1,39 @@
+"""A run's metrics log: one JSON record per line in ``metrics.jsonl`` (steps and validations).
+
+    log = MetricsLog(out / "metrics.jsonl", keep_until=0)      # a new run
+    log.write({"step": 1, "loss": 2.3})
+    steps, validations = read_metrics(out / "metrics.jsonl")   # for plots (hat_min.viz.training_curves)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """Appends one JSON record per line; a resumed run first drops the records after its checkpoint."""
+
+    def __init__(self, path: Path, keep_until: int, enabled: bool = True):
+        self.path, self.enabled = Path(path), enabled
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lines = self.path.read_text().splitlines() if self.path.exists() and keep_until else []
+        kept = [l for l in lines if _record_step(json.loads(l)) <= keep_until]
+        self.path.write_text("".join(l + "\n" for l in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _record_step(record: dict[str, Any]) -> int:
+    return record["step"] if "step" in record else record["validation"]["step"]
+
+
+def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
+    """A run's ``metrics.jsonl`` as (training records, validation records), for plots."""
+    records = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+    return [r for r in records if "validation" not in r], [r["validation"] for r in records if "validation" in r]
