@@ -135,8 +135,7 @@ def train(
 
     ``on_step(state, model)`` is called after every optimiser step (live plots in notebooks, tests).
     """
-    run, splits, tokenizer = _start(model_config, train_config, data_dir, Path(out_dir), resume, device)
-    pairs = TrainPairs(splits["train"], model_config)  # built once: it may decode every image up front
+    run, splits, pairs, tokenizer = _start(model_config, train_config, data_dir, Path(out_dir), resume, device)
     while run.state.step < run.total_steps and not run.out_of_time():
         epoch, done_in_epoch = divmod(run.state.step, run.steps_per_epoch)
         _set_backbones_trainable(run.model, epoch >= run.cfg.freeze_backbone_epochs)
@@ -183,13 +182,14 @@ class _Run:
 
 
 def _start(model_config: HATConfig, cfg: TrainConfig, data_dir, out_dir: Path, resume: bool, device: str | None):
-    """Build model, optimiser, schedule and log; restore them from ``out_dir/last`` when resuming."""
+    """Build data, model, optimiser, schedule and log; restore them from ``out_dir/last`` when resuming."""
     rank, world = dist.setup()
     dev = dist.device_for(rank, device) if world > 1 else pick_device(device)
     torch.manual_seed(cfg.seed)
     splits = load_splits(data_dir)
     model = HAT(model_config).to(dev)
-    steps_per_epoch = sum(len(c) for c in splits["train"]["captions"]) // cfg.batch_size  # pairs // batch
+    pairs = TrainPairs(splits["train"], model_config)  # built once: it may decode every image up front
+    steps_per_epoch = len(pairs) // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"the training split has fewer pairs than one batch of {cfg.batch_size}")
     optimizer = _optimizer(model, cfg)
@@ -201,7 +201,7 @@ def _start(model_config: HATConfig, cfg: TrainConfig, data_dir, out_dir: Path, r
     log = MetricsLog(out_dir / "metrics.jsonl", keep_until=state.step if resume else 0, enabled=rank == 0)
     total = min(cfg.max_steps or cfg.epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
     run = _Run(model, optimizer, scheduler, scaler, cfg, state, log, out_dir, dev, rank, world, steps_per_epoch, total)
-    return run, splits, load_tokenizer(model_config)
+    return run, splits, pairs, load_tokenizer(model_config)
 
 
 def _by_family(run: _Run, pairs: TrainPairs) -> bool:
