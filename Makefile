@@ -7,7 +7,7 @@ LOCK   := requirements-lock.txt
 DEPS   := $(VENV)/.deps-$(shell sha256sum $(LOCK) | cut -c1-16)
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
-.PHONY: setup test demo lab lock clean
+.PHONY: setup test demo notebooks lab lock clean
 
 ## setup: create .venv and install the locked dependencies, the dev tools and hat_min (editable)
 setup: $(DEPS)
@@ -35,6 +35,10 @@ endif
 ## demo: generate the offline dataset if missing, train the tiny model, evaluate it, draw retrievals
 demo: setup
 	$(BIN)/python -m hat_min demo
+
+## notebooks: execute every notebook in place (offline) and stamp it; commit the result (tests check the stamps)
+notebooks: setup
+	$(BIN)/python notebooks/stamp.py
 
 ## lab: open JupyterLab on the notebooks
 lab: setup

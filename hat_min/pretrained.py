@@ -78,6 +78,7 @@ def load_image_encoder(config: HATConfig, out_indices: Sequence[int]) -> nn.Modu
 
     check_available(config)
     overrides = {
+        "patch_size": config.swin_patch,
         "embed_dim": config.swin_embed_dim,
         "depths": config.swin_depths,
         "num_heads": config.swin_heads,

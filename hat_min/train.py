@@ -20,6 +20,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -31,11 +33,12 @@ from tqdm.auto import tqdm
 
 from . import distributed as dist
 from .checkpoint import TrainState, find_checkpoint, load_training_state, save_training_state
-from .config import HATConfig
+from .config import SCRATCH, HATConfig
 from .data import TrainPairs, load_splits, train_loader
 from .evaluate import evaluate
 from .loss import contrastive_loss, hinge_triplet_loss
 from .model import HAT
+from .pooling import pooled_embedding
 from .pretrained import load_tokenizer
 from .runlog import MetricsLog
 from .runtime import autocast, grad_scaler, pick_device
@@ -61,6 +64,7 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float | None = 2.0  # max global gradient norm (None: no clipping)
     freeze_backbone_epochs: int = 0  # paper: 10 (only the projections train at first)
+    freeze_text: bool = False  # keep a pretrained text encoder frozen (no dropout, no backward); a scratch one trains
     negatives: str = "hardest"  # "hardest", "all", "infonce", or "curriculum" (start_loss, then hardest)
     # Batches of whole families of hard negatives, when the data has them (the generated scenes):
     # random batches of 64 out of thousands of images almost never hold an image's binding or role
@@ -68,8 +72,13 @@ class TrainConfig:
     # or "after_switch": random batches while the curriculum's first loss learns the words, then families.
     batch_by_family: str = "never"
     start_loss: str = "all"  # curriculum: the first loss, "all" (hinge over all negatives) or "infonce"
+    end_loss: str = "hardest"  # curriculum: the loss after the switch, "hardest" (HAT's), "all" or "infonce"
     temperature: float = 0.1  # InfoNCE temperature on HAT's summed scores
     switch_accuracy: float = 0.25  # curriculum: switch when in-batch accuracy (mean of both directions) passes it
+    # Auxiliary InfoNCE on pooled global embeddings (hat_min.pooling), added to the loss with this weight:
+    # it trains the first stage of two-stage retrieval (0: off, the paper's recipe).
+    global_loss_weight: float = 0.0
+    global_temperature: float = 0.05  # temperature of that auxiliary loss (on cosines)
     precision: str = "auto"  # "auto", "bf16", "fp16", "fp32"
     seed: int = 0
     checkpoint_every: int = 200  # optimiser steps between resumable checkpoints (and at each epoch end)
@@ -83,9 +92,10 @@ class TrainConfig:
             problems.append(f"optimizer must be adam or adamw, not {self.optimizer!r}")
         if self.schedule not in ("step", "cosine", "constant"):
             problems.append(f"schedule must be step, cosine or constant, not {self.schedule!r}")
-        if self.negatives not in ("hardest", "all", "infonce", "curriculum") or self.start_loss not in ("all", "infonce"):
-            problems.append(f"negatives must be hardest, all, infonce or curriculum (start_loss all or infonce), "
-                            f"not {self.negatives!r} / {self.start_loss!r}")
+        losses = ("hardest", "all", "infonce")
+        if self.negatives not in (*losses, "curriculum") or self.start_loss not in losses[1:] or self.end_loss not in losses:
+            problems.append(f"negatives must be hardest, all, infonce or curriculum (start_loss all or infonce, end_loss "
+                            f"any of {losses}), not {self.negatives!r} / {self.start_loss!r} / {self.end_loss!r}")
         if self.batch_by_family not in ("never", "always", "after_switch"):
             problems.append(f"batch_by_family must be never, always or after_switch, not {self.batch_by_family!r}")
         if self.batch_size < 2 or self.batch_size % self.grad_accum:
@@ -111,10 +121,13 @@ class TrainConfig:
 
 TRAIN_PRESETS = {
     "paper": TrainConfig(),
-    "demo": TrainConfig(epochs=1, max_steps=540, batch_size=64, lr=5e-4, optimizer="adamw", weight_decay=1e-4,
+    # `make demo`: the minilm preset, its pretrained text encoder frozen, one epoch of the generated data.
+    "demo": TrainConfig(epochs=1, max_steps=None, batch_size=64, lr=5e-4, optimizer="adamw", weight_decay=1e-4,
                         schedule="constant", warmup_steps=60, negatives="curriculum", start_loss="infonce",
-                        val_images=200, checkpoint_every=100),
+                        freeze_text=True, global_loss_weight=0.5, val_images=200, checkpoint_every=100),
 }
+# Notebooks 03 and 05: the demo recipe, shorter, so that a notebook trains in a few minutes on a CPU.
+TRAIN_PRESETS["notebook"] = dataclasses.replace(TRAIN_PRESETS["demo"], max_steps=300, val_images=100)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -138,7 +151,7 @@ def train(
     run, splits, pairs, tokenizer = _start(model_config, train_config, data_dir, Path(out_dir), resume, device)
     while run.state.step < run.total_steps and not run.out_of_time():
         epoch, done_in_epoch = divmod(run.state.step, run.steps_per_epoch)
-        _set_backbones_trainable(run.model, epoch >= run.cfg.freeze_backbone_epochs)
+        _set_backbones_trainable(run.model, epoch >= run.cfg.freeze_backbone_epochs, _text_frozen(run))
         loader = train_loader(pairs, model_config, run.cfg.batch_size // run.cfg.grad_accum, tokenizer,
                               run.cfg.workers, run.cfg.seed, epoch, start=done_in_epoch * run.cfg.grad_accum,
                               rank=run.rank, world=run.world, device=run.dev, by_family=_by_family(run, pairs))
@@ -152,6 +165,25 @@ def train(
                "hardest_from_step": run.state.hardest_from_step, "seconds": round(time.monotonic() - run.started, 1)}
     model = HAT.from_pretrained(run.out_dir / "best").to(run.dev) if (run.out_dir / "best").is_dir() else run.model
     return model, summary
+
+
+def train_or_load(
+    model_config: HATConfig,
+    train_config: TrainConfig,
+    data_dir: str | Path,
+    cache_dir: str | Path = "runs/cache",
+    progress: bool = True,
+    on_step: Callable[[TrainState, HAT], None] | None = None,
+) -> tuple[HAT, dict[str, Any]]:
+    """The best model of this exact recipe: trained once, then loaded from ``cache_dir`` (notebooks use it).
+
+    The run lives in ``cache_dir/<preset>-<hash>``, the hash covering both configs and the data
+    folder, so that a changed setting trains anew. A run that was interrupted resumes where it stopped.
+    ``on_step`` is passed to ``train`` (it is never called when the cached run is complete).
+    """
+    key = json.dumps([model_config.to_dict(), train_config.to_dict(), str(Path(data_dir).resolve())], sort_keys=True)
+    out_dir = Path(cache_dir) / f"{model_config.name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    return train(model_config, train_config, data_dir, out_dir, resume=True, progress=progress, on_step=on_step)
 
 
 @dataclass
@@ -251,16 +283,22 @@ def _train_step(model: HAT, batches: list[dict], optimizer, scaler, cfg: TrainCo
                 dev: torch.device) -> tuple[float, float]:
     """One optimiser step over ``grad_accum`` micro-batches; returns (loss, in-batch accuracy)."""
     model.train()
+    if cfg.freeze_text and model.config.text_model != SCRATCH:
+        model.text_encoder.eval()  # a frozen encoder runs without dropout, and autograd records nothing in it
     optimizer.zero_grad(set_to_none=True)
     loss_name = _loss_name(state, cfg)
     total_loss, accuracy = 0.0, 0.0
     for batch in batches:
         with autocast(dev, cfg.precision):
-            scores, image_ids = _global_scores(model, batch, dev)  # (B, B) over all processes
+            image_feats, text_feats, mask, image_ids = _global_features(model, batch, dev)  # whole global batch
+            scores = model.score(image_feats, text_feats, mask)  # (B, B)
         if loss_name == "infonce":
             loss = contrastive_loss(scores.float(), cfg.temperature, image_ids)
         else:
             loss = hinge_triplet_loss(scores.float(), model.config.margin, loss_name == "hardest", image_ids)
+        if cfg.global_loss_weight > 0:
+            cosines = pooled_embedding(image_feats) @ pooled_embedding(text_feats, mask).T  # (B, B)
+            loss = loss + cfg.global_loss_weight * contrastive_loss(cosines, cfg.global_temperature, image_ids)
         scaler.scale(loss / len(batches)).backward()
         total_loss += loss.item() / len(batches)
         accuracy += _in_batch_accuracy(scores.detach()) / len(batches)
@@ -273,15 +311,16 @@ def _train_step(model: HAT, batches: list[dict], optimizer, scaler, cfg: TrainCo
     return total_loss, accuracy
 
 
-def _global_scores(model: HAT, batch: dict, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores of every image with every caption of the global batch: (B, B), and the image ids (B,)."""
+def _global_features(model: HAT, batch: dict, dev: torch.device):
+    """Per-level features of the whole global batch (every process's slice, gathered with autograd):
+    image L x (B, R_l, D), text L x (B, W, D), the caption mask (B, W) and the image ids (B,)."""
     ids, mask = _pad_to(batch["input_ids"], batch["attention_mask"], dist.max_over_processes(batch["input_ids"].shape[1]))
     image_feats = model.encode_image(batch["images"].to(dev, non_blocking=True))  # L x (b, R_l, D)
     text_feats = model.encode_text(ids.to(dev), mask.to(dev))  # L x (b, W, D)
     image_feats = [dist.gather(f) for f in image_feats]  # L x (B, R_l, D)
     text_feats = [dist.gather(f) for f in text_feats]  # L x (B, W, D)
     mask = dist.gather(mask.to(dev))  # (B, W)
-    return model.score(image_feats, text_feats, mask), dist.gather(batch["image_ids"].to(dev))
+    return image_feats, text_feats, mask, dist.gather(batch["image_ids"].to(dev))
 
 
 def _pad_to(ids: torch.Tensor, mask: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -304,7 +343,7 @@ def _loss_name(state: TrainState, cfg: TrainConfig) -> str:
     """The loss of this step: "hardest", "all" or "infonce"."""
     if cfg.negatives != "curriculum":
         return cfg.negatives
-    return "hardest" if state.hardest else cfg.start_loss
+    return cfg.end_loss if state.hardest else cfg.start_loss
 
 
 def _update_curriculum(state: TrainState, cfg: TrainConfig, accuracy: float) -> None:
@@ -367,8 +406,13 @@ def _scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _set_backbones_trainable(model: HAT, trainable: bool) -> None:
+def _text_frozen(run: _Run) -> bool:
+    """``freeze_text`` holds for pretrained text encoders only: a random one must learn."""
+    return run.cfg.freeze_text and run.model.config.text_model != SCRATCH
+
+
+def _set_backbones_trainable(model: HAT, trainable: bool, freeze_text: bool = False) -> None:
     """HAT's freeze schedule: with frozen backbones only the norms and projections learn."""
-    for module in (model.image_encoder, model.text_encoder):
+    for module, frozen in ((model.image_encoder, not trainable), (model.text_encoder, not trainable or freeze_text)):
         for p in module.parameters():
-            p.requires_grad_(trainable)
+            p.requires_grad_(not frozen)

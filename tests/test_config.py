@@ -37,6 +37,7 @@ def test_overrides_and_level_subsets():
 @pytest.mark.parametrize("overrides, message", [
     (dict(levels=()), "at least one"),
     (dict(levels=((5, 1),)), "stage 5"),
+    (dict(swin_depths=(2, 2, 2), swin_heads=(3, 6, 12), levels=((4, 4),)), r"stage 4 is not in 1\.\.3"),
     (dict(levels=((2, 9),)), "bert layer 9"),
     (dict(level_weights=(1.0,)), "level_weights"),
     (dict(direction="both"), "direction"),

@@ -131,6 +131,30 @@ def test_frozen_backbones_do_not_move(data, tmp_path):
     assert not torch.equal(trained["image_proj.0.weight"], initial["image_proj.0.weight"])
 
 
+def test_a_frozen_text_encoder_stays_put_while_the_image_encoder_learns(data, tmp_path):
+    cfg = FAST.replace(epochs=1, freeze_text=True)
+    model = HATConfig.preset("minilm", text_dropout=0.0, swin_embed_dim=16, swin_depths=(1, 1, 1, 1),
+                             swin_heads=(1, 1, 2, 2), levels=((2, 1), (3, 2), (4, 2)), embed_dim=32)
+    torch.manual_seed(cfg.seed)
+    initial = HAT(model).state_dict()
+    train(model, cfg, data, tmp_path, progress=False)
+    trained = HAT.from_pretrained(tmp_path / "last").state_dict()
+    text = [k for k in initial if k.startswith("text_encoder.")]
+    assert text and all(torch.equal(trained[k], initial[k]) for k in text)
+    assert not torch.equal(trained["image_encoder.body.patch_embed.proj.weight"],
+                           initial["image_encoder.body.patch_embed.proj.weight"])
+    assert not torch.equal(trained["text_proj.0.weight"], initial["text_proj.0.weight"])
+
+
+def test_freeze_text_leaves_a_random_text_encoder_trainable(data, tmp_path):
+    torch.manual_seed(FAST.seed)
+    initial = HAT(MODEL).state_dict()
+    train(MODEL, FAST.replace(epochs=1, freeze_text=True), data, tmp_path, progress=False)
+    trained = HAT.from_pretrained(tmp_path / "last").state_dict()
+    key = "text_encoder.bert.embeddings.word_embeddings.weight"
+    assert not torch.equal(trained[key], initial[key])
+
+
 def test_curriculum_switches_to_the_hardest_negative(data, tmp_path):
     cfg = FAST.replace(epochs=1, switch_accuracy=0.0)
     _, summary = train(MODEL, cfg, data, tmp_path, progress=False)
@@ -166,7 +190,7 @@ def test_learning_rate_schedules():
 @pytest.mark.parametrize("bad, message", [
     (dict(optimizer="sgd"), "optimizer"), (dict(schedule="linear"), "schedule"),
     (dict(negatives="some"), "negatives"), (dict(batch_size=10, grad_accum=3), "grad_accum"),
-    (dict(batch_by_family="sometimes"), "batch_by_family"),
+    (dict(batch_by_family="sometimes"), "batch_by_family"), (dict(end_loss="softmax"), "end_loss"),
 ])
 def test_invalid_train_configs(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -234,3 +258,21 @@ def test_killed_cli_run_resumes_to_the_same_weights(data, tmp_path):
     expected, got = _weights(tmp_path / "whole" / "last"), _weights(tmp_path / "killed" / "last")
     assert all(torch.equal(expected[k], got[k]) for k in expected)
     assert read_metrics(tmp_path / "killed" / "metrics.jsonl")[1] == read_metrics(tmp_path / "whole" / "metrics.jsonl")[1]
+
+
+def test_curriculum_can_end_on_another_loss(data, tmp_path):
+    cfg = FAST.replace(epochs=1, switch_accuracy=0.0, start_loss="all", end_loss="infonce")
+    train(MODEL, cfg, data, tmp_path, progress=False)
+    steps, _ = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["objective"] for r in steps] == ["all", "infonce"]  # switched after step 1
+
+
+def test_global_loss_adds_a_weighted_contrastive_term(data, tmp_path):
+    first_loss = {}
+    for weight in (0.0, 1.0, 2.0):
+        cfg = FAST.replace(epochs=1, global_loss_weight=weight)
+        train(MODEL, cfg, data, tmp_path / str(weight), progress=False)
+        first_loss[weight] = read_metrics(tmp_path / str(weight) / "metrics.jsonl")[0][0]["loss"]  # before any update
+    aux = first_loss[1.0] - first_loss[0.0]
+    assert aux > 1.0  # InfoNCE over 16 pairs in both directions: about 2 * 16 * log(16) at initialisation
+    assert first_loss[2.0] - first_loss[1.0] == pytest.approx(aux, rel=1e-4)
