@@ -7,6 +7,7 @@ matplotlib Figure; showing or saving it is the caller's business.
     notebook_style()                                         # dpi 80, legible fonts
     fig = image_captions(split, rows=[0, 1, 2])              # each image beside its captions
     fig = heatmaps([sims_i2t, sims_t2i], ["i2t", "t2i"])     # matrices side by side
+    fig = ablation_bars(runs)                                # notebook 04: variants x seeds, mean and sd
 """
 from __future__ import annotations
 
@@ -164,3 +165,82 @@ def _ticks(labels: Sequence[str] | None, n: int):
     if n > MAX_TICK_LABELS:
         return False
     return list(labels) if labels is not None else True
+
+
+def ablation_bars(runs, metrics: Sequence[str] = ("i2t_r1", "t2i_r1"), title: str = "", ylabel: str = "Recall (%)",
+                  chance: Mapping[str, float] | None = None, reference_mark: str = "(HAT)"):
+    """Ablation results (``hat_min.ablation.run_ablation``): one panel per question, a bar per variant
+    and metric at the mean over seeds, error bars of one standard deviation, each seed a dot.
+
+    ``chance``: {metric: value} drawn as dotted lines; variants whose name ends with
+    ``reference_mark`` get bold labels.
+    """
+    long = _ablation_long(runs, metrics)
+    questions = list(dict.fromkeys(long["question"]))
+    widths = [long.loc[long["question"] == q, "variant"].nunique() for q in questions]
+    fig, axes = plt.subplots(1, len(questions), figsize=(1.3 * sum(widths) + 1.5, 3.9), sharey=True, squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
+    for ax, question in zip(axes[0], questions):
+        part = long[long["question"] == question]
+        sns.barplot(data=part, x="variant", y="value", hue="metric", errorbar="sd", capsize=0.15,
+                    err_kws={"linewidth": 1.2}, ax=ax, alpha=0.85)
+        sns.stripplot(data=part, x="variant", y="value", hue="metric", dodge=True, size=3.5, palette="dark:black",
+                      legend=False, ax=ax)
+        ax.set(title=question, xlabel="", ylabel=ylabel if ax is axes[0][0] else "")
+        plt.setp(ax.get_xticklabels(), rotation=25, ha="right", rotation_mode="anchor")
+        for label in ax.get_xticklabels():
+            label.set_fontweight("bold" if label.get_text().endswith(reference_mark) else "normal")
+        for k, metric in enumerate(metrics):
+            if chance is not None and metric in chance:
+                ax.axhline(chance[metric], color=sns.color_palette()[k], linestyle=":", linewidth=1.5)
+        if ax is not axes[0][-1] and ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if len(metrics) > 1:
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.01, 1), frameon=False, title="")
+    elif axes[0][-1].get_legend() is not None:
+        axes[0][-1].get_legend().remove()  # one metric: the y label names it
+    n_seeds = runs["seed"].nunique()
+    note = ", dotted = chance" if chance is not None else ""
+    fig.suptitle(title or f"ablations: mean over {n_seeds} seeds, bars = 1 sd, dots = single seeds{note}", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def ablation_sweep(runs, question: str = "lambda", x: str = "lambda", metrics: Sequence[str] = ("i2t_r1", "t2i_r1"),
+                   mark: float | None = None, mark_label: str = "HAT", log_x: bool = True, ylabel: str = "Recall (%)"):
+    """One question of an ablation as curves over a numeric setting ``x`` (mean and 1 sd band over
+    seeds, each seed a dot); ``mark`` draws a dashed line at the paper's value."""
+    long = _ablation_long(runs[runs["question"] == question], metrics)
+    fig, ax = plt.subplots(figsize=(6.2, 3.4))
+    sns.lineplot(data=long, x=x, y="value", hue="metric", errorbar="sd", marker="o", ax=ax)
+    sns.scatterplot(data=long, x=x, y="value", hue="metric", s=14, alpha=0.6, legend=False, ax=ax)
+    if mark is not None:
+        ax.axvline(mark, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(mark_label, (mark, 0), xycoords=("data", "axes fraction"), xytext=(3, 4),
+                    textcoords="offset points", fontsize=9, color="grey")
+    if log_x:
+        ax.set_xscale("log")
+        values = sorted(long[x].unique())
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.minorticks_off()
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), frameon=False, title="")
+    ax.set(title=f"{question} sweep: mean and 1 sd over {runs['seed'].nunique()} seeds", xlabel=x, ylabel=ylabel)
+    fig.tight_layout()
+    return fig
+
+
+def _ablation_long(runs, metrics: Sequence[str]):
+    """The runs table in long form: one row per run and metric, metric names as in the paper's tables."""
+    missing = [c for c in ("question", "variant", "seed", *metrics) if c not in runs.columns]
+    if missing or runs.empty:
+        raise ValueError(f"expected a non-empty run_ablation table with columns question, variant, seed and "
+                         f"{', '.join(metrics)}; missing: {', '.join(missing) or 'none (it is empty)'}")
+    keep = [c for c in runs.columns if c not in metrics]
+    long = runs.melt(id_vars=keep, value_vars=list(metrics), var_name="metric", value_name="value")
+    long["metric"] = long["metric"].map(_metric_label)
+    return long
+
+
+def _metric_label(name: str) -> str:
+    """i2t_r1 -> 'i2t R@1', rsum -> 'rSum'."""
+    return "rSum" if name == "rsum" else name.replace("_r", " R@")

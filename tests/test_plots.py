@@ -41,3 +41,40 @@ def test_lambda_sweep_plots_both_curves():
     fig = plots.lambda_sweep([1, 3, 9], [2.0, 1.5, 0.5], [0.1, 0.2, 0.3], max_entropy=2.3)
     assert list(fig.axes[0].lines[0].get_ydata()) == [2.0, 1.5, 0.5]
     assert list(fig.axes[1].lines[0].get_ydata()) == [0.1, 0.2, 0.3]
+
+
+def _ablation_runs():
+    import pandas as pd
+
+    rows = []
+    grid = {"levels": ["top 1", "all 3 (HAT)"], "lambda": ["lambda 1", "lambda 9 (HAT)", "lambda 27"]}
+    for question, variants in grid.items():
+        for v, variant in enumerate(variants):
+            for seed in range(3):
+                lam = float(variant.split()[1]) if question == "lambda" else 9.0
+                rows.append({"question": question, "variant": variant, "seed": seed, "lambda": lam,
+                             "i2t_r1": 10.0 * v + seed, "t2i_r1": 5.0 * v + seed, "rsum": 50.0 * v + seed})
+    return pd.DataFrame(rows)
+
+
+def test_ablation_bars_one_panel_per_question_with_error_bars():
+    runs = _ablation_runs()
+    fig = plots.ablation_bars(runs, metrics=("i2t_r1", "t2i_r1"))
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["levels", "lambda"]
+    heights = sorted(round(p.get_height(), 6) for p in panels[0].patches if p.get_height() > 0)
+    assert heights == [1.0, 1.0, 6.0, 11.0]  # mean over the seeds 0, 1, 2 of each (variant, metric)
+    assert len(panels[1].lines) >= 6  # an error bar per bar
+    assert [t.get_fontweight() for t in panels[0].get_xticklabels()] == ["normal", "bold"]  # HAT's own setting
+    fig = plots.ablation_bars(runs, metrics=("rsum",), chance={"rsum": 20.0})
+    assert all(any(list(line.get_ydata()) == [20.0, 20.0] for line in ax.lines) for ax in fig.axes if ax.get_title())
+    with pytest.raises(ValueError, match="missing: rsum_x"):
+        plots.ablation_bars(runs, metrics=("rsum_x",))
+
+
+def test_ablation_sweep_plots_the_mean_over_seeds():
+    fig = plots.ablation_sweep(_ablation_runs(), metrics=("rsum",), mark=9)
+    ax = fig.axes[0]
+    means = [list(line.get_ydata()) for line in ax.lines if len(line.get_ydata()) == 3]
+    assert means[0] == pytest.approx([1.0, 51.0, 101.0])
+    assert ax.get_xscale() == "log" and "3 seeds" in ax.get_title()

@@ -1,0 +1,147 @@
+"""Ablations: the grid, the assembly of runs into rows (ensembles are sums), mean / sd, contrasts, caching."""
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from data_prep.synthetic import generate
+from hat_min import ablation, recall_at_k
+from hat_min.ablation import (ABLATION_MODEL, ABLATION_TRAIN, HAT_MARK, METRICS, ablation_grid, contrasts,
+                              describe, distinct_configs, grid_table, run_ablation, summarize)
+
+# A very small model and two training steps: each run takes well under a second.
+MODEL = ABLATION_MODEL.replace(swin_embed_dim=8, swin_depths=(1, 1, 1), swin_heads=(1, 1, 1), text_width=16,
+                               text_heads=1, embed_dim=16)
+TWO_STEPS = ABLATION_TRAIN.replace(max_steps=2, batch_size=8, val_images=4)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "scenes"
+    generate(n_train=4, n_val=4, n_test=8, seed=3, progress=False).save_to_disk(str(path))  # 20 pairs
+    return path
+
+
+def _small_grid(base):
+    t2i = base.replace(direction="t2i")
+    return {"levels": {"top 1": base.replace(levels=base.levels[-1:]), f"all 3 {HAT_MARK}": base},
+            "direction": {f"i2t {HAT_MARK}": base, "i2t + t2i": (base, t2i)}}
+
+
+def test_grid_asks_three_questions_of_the_base():
+    grid = ablation_grid(ABLATION_MODEL, lambdas=(1, 4))
+    assert list(grid) == ["levels", "direction", "lambda"]
+    assert list(grid["levels"]) == ["top 1", "top 2", f"all 3 {HAT_MARK}"]
+    assert [c.levels for c in grid["levels"].values()] == [ABLATION_MODEL.levels[-1:], ABLATION_MODEL.levels[-2:],
+                                                          ABLATION_MODEL.levels]
+    assert list(grid["lambda"]) == ["lambda 1", "lambda 4", f"lambda 9 {HAT_MARK}"]  # the base's own value added
+    assert grid["direction"]["i2t + t2i"] == (ABLATION_MODEL, ABLATION_MODEL.replace(direction="t2i"))
+    for group in grid.values():  # HAT's own setting, once per question, marked
+        marked = [name for name in group if name.endswith(HAT_MARK)]
+        assert len(marked) == 1 and group[marked[0]] == ABLATION_MODEL
+    assert len(distinct_configs(grid)) == 3 + 1 + 2  # levels (the base among them), t2i, lambda 1 and 4
+    table = grid_table(grid)
+    assert len(table) == 3 + 3 + 3 and table.loc[table.variant == "i2t + t2i", "direction"].item() == "i2t + t2i"
+    assert table.loc[table.variant == "top 1", "levels (stage, layer)"].item() == str(ABLATION_MODEL.levels[-1:])
+
+
+def test_grid_refuses_a_base_that_is_not_hat():
+    with pytest.raises(ValueError, match="direction 'i2t'"):
+        ablation_grid(ABLATION_MODEL.replace(direction="t2i"))
+    with pytest.raises(ValueError, match="at least two levels"):
+        ablation_grid(ABLATION_MODEL.replace(levels=((3, 4),)))
+    with pytest.raises(ValueError, match="positive"):
+        ablation_grid(ABLATION_MODEL, lambdas=(0, 9))
+
+
+def test_rows_are_the_runs_and_ensembles_sum_their_models(monkeypatch, tmp_path):
+    """With the training replaced by seeded random similarities: each row is recall_at_k of its
+    model's matrix, an ensemble's row that of the sum, and a config shared by variants runs once."""
+    calls = []
+
+    def sims_of(cfg, seed):
+        g = torch.Generator().manual_seed(1000 * seed + len(cfg.levels) + 10 * (cfg.direction == "t2i"))
+        return torch.rand(6, 30, generator=g)  # (N_img, N_cap)
+
+    def fake_sims(cfg, train_config, data_dir, test, cache_dir):
+        calls.append((cfg, train_config.seed))
+        return sims_of(cfg, train_config.seed), False
+
+    monkeypatch.setattr(ablation, "load_splits", lambda path: {"test": None})
+    monkeypatch.setattr(ablation, "_test_sims", fake_sims)
+    base = MODEL
+    runs = run_ablation(_small_grid(base), TWO_STEPS, tmp_path, seeds=(0, 1), progress=False)
+    assert len(calls) == 3 * 2  # base, top 1, t2i; each per seed, the base once although in both questions
+    assert len(runs) == 4 * 2 and runs.attrs == {"trained": 6, "cached": 0}
+    assert list(runs.columns) == ["question", "variant", "seed", "models", "levels", "direction", "lambda", *METRICS]
+    assert len(set(calls)) == len(calls)
+    row = runs[(runs.variant == "i2t + t2i") & (runs.seed == 1)].iloc[0]
+    expected = recall_at_k(sims_of(base, 1) + sims_of(base.replace(direction="t2i"), 1))
+    assert [row[m] for m in METRICS] == pytest.approx([expected[m] for m in METRICS])
+    assert (row["models"], row["direction"], row["levels"]) == (2, "i2t+t2i", 3)
+    row = runs[(runs.variant == "top 1") & (runs.seed == 0)].iloc[0]
+    assert row["rsum"] == pytest.approx(recall_at_k(sims_of(base.replace(levels=base.levels[-1:]), 0))["rsum"])
+
+
+def test_run_ablation_trains_once_and_then_reads_the_cache(data, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    grid = _small_grid(MODEL)
+    del grid["levels"]["top 1"]  # two configs (i2t, t2i) in three variants
+    runs = run_ablation(grid, TWO_STEPS, data, seeds=(0, 1), cache_dir=cache, progress=False)
+    assert runs.shape == (3 * 2, 7 + len(METRICS))
+    assert runs[list(METRICS)].notna().all().all() and runs["rsum"].between(0, 600).all()
+    assert set(runs["seed"]) == {0, 1} and runs.groupby("variant").size().eq(2).all()
+    files = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
+    assert len([p for p in cache.iterdir() if p.name != "sims"]) == 2 * 2  # one training run per config and seed
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached run was trained again")
+
+    monkeypatch.setattr(ablation, "train_or_load", no_training)
+    again = run_ablation(grid, TWO_STEPS, data, seeds=(0, 1), cache_dir=cache, progress=False)
+    pd.testing.assert_frame_equal(again, runs)
+    assert (runs.attrs, again.attrs) == ({"trained": 4, "cached": 0}, {"trained": 0, "cached": 4})
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()} == files
+
+
+def test_summarize_gives_mean_and_sample_sd_per_variant():
+    runs = pd.DataFrame({"question": ["q"] * 5 + ["r"] * 2, "variant": ["b"] * 3 + ["a"] * 2 + ["c"] * 2,
+                         "seed": [0, 1, 2, 0, 1, 0, 1], "rsum": [10.0, 20.0, 60.0, 5.0, 5.0, 1.0, 2.0]})
+    table = summarize(runs, metrics=["rsum"])
+    assert list(table.index) == [("q", "b"), ("q", "a"), ("r", "c")]  # the grid's order, not sorted
+    assert table.loc[("q", "b"), ("rsum", "mean")] == pytest.approx(30.0)
+    assert table.loc[("q", "b"), ("rsum", "sd")] == pytest.approx(math.sqrt((400 + 100 + 900) / 2))  # n - 1
+    assert table.loc[("q", "a"), ("rsum", "sd")] == 0.0
+    assert table.loc[("r", "c"), ("rsum", "sd")] == pytest.approx(math.sqrt(0.5))
+    assert list(table[("seeds", "n")]) == [3, 2, 2]
+
+
+def test_contrasts_against_the_reference():
+    runs = pd.DataFrame({"question": ["q"] * 6, "variant": [f"x {HAT_MARK}"] * 3 + ["y"] * 3, "seed": [0, 1, 2] * 2,
+                         "rsum": [10.0, 12.0, 14.0, 20.0, 21.0, 22.0]})
+    row = contrasts(runs).iloc[0]  # the reference defaults to the marked variant
+    se = math.sqrt(4 / 3 + 1 / 3)
+    assert (row["variant"], row["reference"]) == ("y", f"x {HAT_MARK}")
+    assert row["difference"] == pytest.approx(9.0) and row["se"] == pytest.approx(se)
+    assert row["ratio"] == pytest.approx(9.0 / se) and row["verdict"] == "higher"
+    assert describe(row) == (f"**y**: rSum 21.0, 9.0 points above **x {HAT_MARK}** "
+                             f"(se of the difference {se:.1f}; beyond noise: {9.0 / se:.1f} se)")
+    close = runs.assign(rsum=[10.0, 12.0, 14.0, 11.0, 13.0, 15.0])
+    row = contrasts(close, {"q": f"x {HAT_MARK}"}, metric="rsum").iloc[0]
+    assert row["verdict"] == "within noise" and "1.0 points above" in describe(row)
+    with pytest.raises(ValueError, match="no variant 'z'"):
+        contrasts(runs, {"q": "z"})
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="lacks the column"):
+        summarize(pd.DataFrame({"question": ["q"], "variant": ["v"], "seed": [0]}))
+    with pytest.raises(ValueError, match="empty"):
+        summarize(pd.DataFrame(columns=["question", "variant", "seed", *METRICS]))
+    with pytest.raises(TypeError, match="must be a HATConfig"):
+        run_ablation({"q": {"v": "tiny"}}, TWO_STEPS, tmp_path)
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        run_ablation(_small_grid(MODEL), TWO_STEPS, tmp_path, seeds=(0, 0))
+    with pytest.raises(ValueError, match="at least one variant"):
+        run_ablation({"q": {}}, TWO_STEPS, tmp_path)
