@@ -12,12 +12,25 @@ direction "i2t" (the paper's default) lets every region attend to the words:
 Direction "t2i" swaps the roles (words are queries, regions the context, mean over the real
 words). HAT's score of a pair is the (weighted) sum of this score over its levels.
 
-The computation is vectorised over blocks of (image, caption) pairs; ``chunk_size`` bounds the
-number of pairs in a block and so the peak memory (about 4 * chunk_size * R * W floats).
-The attended context is never built: its dot product with the query is sum_w alpha_rw s_rw and
-its squared norm is alpha_r G alpha_r^T with G the small Gram matrix of the context tokens.
+How it runs close to the one matmul it cannot avoid (all region-word dot products):
 
-    sims = xattn_similarity(img_feats, cap_feats, cap_mask, direction="i2t")  # (N_img, N_cap)
+- Blocks of (image, caption) pairs: one matmul per block gives every s of the block, then a
+  few element-wise passes over it. ``chunk_size`` bounds the pairs of a block and so the
+  memory (a few tensors of chunk_size * R * W floats); on a CPU a block also holds at most
+  ``CPU_BLOCK_SCORES`` scores, so that it stays in the caches between passes.
+- The attended context is never built: its dot product with the query is sum_w alpha_rw s_rw
+  and its squared norm is alpha_r G alpha_r^T, with G the small Gram matrix of the context
+  tokens (once per image or caption). The softmax denominator cancels in the cosine, and
+  exp(lambda * a) cannot overflow for lambda <= 20 since |a| <= 1: the softmax is one exp.
+- Captions sorted by length, so that each block is cut to its longest caption: padding costs
+  almost no work. Padding tokens are zero vectors, so they add nothing to any sum: no masks.
+- Layouts in which every pass is contiguous or runs over a long inner axis: (captions, words,
+  images, regions) in i2t, (images, regions, words, captions) in t2i.
+- Without gradients the passes run in place; with gradients (training) the same formulas run
+  out of place. No compilation: the first call is as fast as the others.
+
+    sims = xattn_similarity(img_feats, cap_feats, cap_mask, direction="i2t")       # (N_img, N_cap)
+    some = xattn_pair_similarity(img_feats, cap_feats, cap_mask, img_idx, cap_idx)  # (P,) those pairs only
 """
 from __future__ import annotations
 
@@ -31,6 +44,7 @@ from torch import Tensor
 LEAKY_SLOPE = 0.1
 EPS = 1e-8
 MAX_UNSHIFTED_LAMBDA = 20.0  # above it the softmax subtracts its maximum (exp(2 * 20) fits float32)
+CPU_BLOCK_SCORES = 512 * 49 * 16  # region-word scores per block on a CPU (fastest measured: 512 pairs of R=49, W=16)
 
 
 def xattn_similarity(
@@ -44,26 +58,91 @@ def xattn_similarity(
     """SCAN similarity of every image with every caption: (N_img, R, D) x (N_cap, W, D) -> (N_img, N_cap)."""
     _check_inputs(images, captions, caption_mask, direction, chunk_size)
     mask = caption_mask.to(device=captions.device, dtype=torch.bool)  # (N_cap, W)
-    captions = captions.masked_fill(~mask[..., None], 0.0)  # padding may hold anything, even NaN
-    # Captions sorted by length, so that each block is cut to its longest caption: padding
-    # costs no work. The result is written back to each caption's own column.
-    positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
-    lengths = (mask * positions).amax(dim=1)  # (N_cap,) index of the last real token + 1
-    order = torch.argsort(lengths)
-    captions, maskf, lengths = captions[order], mask[order].float(), lengths[order]
+    ends = _ends(mask)  # (N_cap,) index of the last real token + 1
+    order = torch.argsort(ends, stable=True)  # captions by length: each block is cut to its longest caption
+    captions = captions[order].masked_fill_(~mask[order, :, None], 0.0)  # padding may hold anything, even NaN
+    mask, ends = mask[order], ends[order].tolist()
     n_img, n_cap = images.shape[0], captions.shape[0]
-    step_i, step_c = _block_shape(n_img, n_cap, chunk_size)
-    out = torch.empty(n_img, n_cap, device=images.device, dtype=torch.float32)
+    step_i, step_c = _block_shape(n_img, n_cap, _block_pairs(images, captions, chunk_size))
+    lam, inplace = float(lambda_softmax), not _tracked(images, captions)
+
+    if direction == "i2t":  # regions attend to words
+        grams, region_norms = _gram(captions), _token_norms(images)  # (N_cap, W, W), (N_img, R)
+        sims = torch.empty(n_cap, n_img, device=images.device, dtype=torch.float32)  # sorted captions x images
+    else:  # words attend to regions
+        grams, word_norms = _gram(images), _token_norms(captions)  # (N_img, R, R), (N_cap, W)
+        counts = mask.sum(1).float()  # (N_cap,) real words: the mean is over them
+        sims = torch.empty(n_img, n_cap, device=images.device, dtype=torch.float32)  # images x sorted captions
     for c in range(0, n_cap, step_c):
-        width = int(lengths[min(c + step_c, n_cap) - 1])
-        cap, cap_mask, cols = captions[c : c + step_c, :width], maskf[c : c + step_c, :width], order[c : c + step_c]
-        for i in range(0, n_img, step_i):
-            img = images[i : i + step_i]
-            if direction == "i2t":  # regions attend to words -> (C, I)
-                out[i : i + step_i, cols] = _score_block(img, cap, None, cap_mask, lambda_softmax).T
-            else:  # words attend to regions -> (I, C)
-                out[i : i + step_i, cols] = _score_block(cap, img, cap_mask, None, lambda_softmax)
-    return out
+        cols, width = slice(c, c + step_c), ends[min(c + step_c, n_cap) - 1]
+        if direction == "i2t":
+            cap, gram = captions[cols, :width].contiguous(), grams[cols, :width, :width].contiguous()  # (bc, w, D)
+            pad = ~mask[cols, :width] if lam > MAX_UNSHIFTED_LAMBDA else None
+            for i in range(0, n_img, step_i):
+                rows = slice(i, i + step_i)
+                sims[cols, rows] = _i2t_block(images[rows], cap, gram, region_norms[rows], pad, lam, inplace)
+        else:
+            words = captions[cols, :width].transpose(0, 1).contiguous()  # (w, bc, D) word-major
+            norms = word_norms[cols, :width].T.contiguous()  # (w, bc)
+            for i in range(0, n_img, step_i):
+                rows = slice(i, i + step_i)
+                sims[rows, cols] = _t2i_block(images[rows], words, grams[rows], norms, counts[cols], lam, inplace)
+    sims = sims.T if direction == "i2t" else sims
+    return sims[:, torch.argsort(order)]  # back to the caller's caption order
+
+
+def xattn_pair_similarity(
+    images: Tensor,
+    captions: Tensor,
+    caption_mask: Tensor,
+    image_index: Tensor,
+    caption_index: Tensor,
+    direction: str = "i2t",
+    lambda_softmax: float = 9.0,
+    chunk_size: int = 1024,
+) -> Tensor:
+    """SCAN similarity of chosen pairs only: (P,) image and caption indices -> (P,) scores.
+
+    Equal to ``xattn_similarity(images, captions, caption_mask, ...)[image_index, caption_index]``
+    while scoring only those P pairs (a reranker's candidates): pairs are grouped by image, and
+    each image's captions are scored in length-sorted blocks of at most ``chunk_size``.
+    """
+    _check_inputs(images, captions, caption_mask, direction, chunk_size)
+    image_index, caption_index = _check_pairs(image_index, caption_index, images.shape[0], captions.shape[0])
+    mask = caption_mask.to(device=captions.device, dtype=torch.bool)
+    ends = _ends(mask)
+    image_index, caption_index = image_index.to(images.device), caption_index.to(images.device)
+    # pairs sorted by image, then by caption length: runs of one image's captions of similar length
+    order = torch.argsort(image_index * (mask.shape[1] + 1) + ends[caption_index], stable=True)
+    by_image = image_index[order].tolist()
+    step = _block_pairs(images, captions, chunk_size)
+    lam, inplace = float(lambda_softmax), not _tracked(images, captions)
+    captions = captions.masked_fill(~mask[..., None], 0.0)  # once, not per block: padding may hold NaN
+    if direction == "i2t":  # each caption's Gram matrix once, not once per pair
+        region_norms, grams = _token_norms(images), _gram(captions)  # (N_img, R), (N_cap, W, W)
+    else:
+        word_norms, counts = _token_norms(captions), mask.sum(1).float()  # (N_cap, W), (N_cap,)
+    scores = torch.empty(len(order), device=images.device, dtype=torch.float32)
+    start = 0
+    while start < len(order):  # a block: one image and up to ``step`` of its captions
+        image, stop = by_image[start], min(start + step, len(order))
+        while by_image[stop - 1] != image:
+            stop -= 1
+        where = order[start:stop]
+        ids, rows = caption_index[where], slice(image, image + 1)
+        width = int(ends[ids[-1]])
+        if direction == "i2t":
+            cap = captions[:, :width].index_select(0, ids)  # (bc, w, D)
+            pad = ~mask[ids, :width] if lam > MAX_UNSHIFTED_LAMBDA else None
+            gram = grams[:, :width, :width].index_select(0, ids)  # (bc, w, w)
+            scores[where] = _i2t_block(images[rows], cap, gram, region_norms[rows], pad, lam, inplace)[:, 0]
+        else:
+            words = captions.transpose(0, 1)[:width].index_select(1, ids)  # (w, bc, D) word-major
+            norms = word_norms[:, :width].index_select(0, ids).T  # (w, bc)
+            context = images[rows]  # (1, R, D)
+            scores[where] = _t2i_block(context, words, _gram(context), norms, counts[ids], lam, inplace)[0]
+        start = stop
+    return scores
 
 
 def hierarchical_similarity(
@@ -88,49 +167,134 @@ def hierarchical_similarity(
     return total
 
 
-def _score_block(query: Tensor, context: Tensor, query_mask: Tensor | None, context_mask: Tensor | None,
-                 lam: float) -> Tensor:
-    """Queries attend to context tokens: (Nq, Q, D) x (Nk, K, D) -> (Nk, Nq), padding zeroed.
+# ----------------------------------------------------------------------------- one block of pairs
+def _i2t_block(images: Tensor, captions: Tensor, gram: Tensor, region_norms: Tensor, pad: Tensor | None,
+               lam: float, inplace: bool) -> Tensor:
+    """Regions attend to words: (bi, R, D) images x (bc, w, D) captions -> (bc, bi) mean cosines.
 
-    i2t calls it with regions as queries and words as context, t2i the other way round.
-    Layout (Nk, K, Nq, Q) keeps every reduction either contiguous (over Q) or over dim 1
-    with contiguous rows, and makes the Gram product a plain batched matmul.
+    ``gram`` (bc, w, w) of the words, ``region_norms`` (bi, R); ``pad`` (bc, w) True on padding,
+    only for lambda > 20 (where the softmax subtracts its maximum over the real words).
     """
-    n_q, len_q, dim = query.shape
-    n_k, len_k, _ = context.shape
-    # In-place ops save memory traffic when scoring a gallery; training needs the autograd-safe ones.
-    track = torch.is_grad_enabled() and (query.requires_grad or context.requires_grad)
-    mul, exp = (torch.mul, torch.exp) if track else (torch.Tensor.mul_, torch.Tensor.exp_)
-    s = (context.reshape(n_k * len_k, dim) @ query.reshape(n_q * len_q, dim).T).float()
-    s = s.view(n_k, len_k, n_q, len_q)  # (Nk, K, Nq, Q) raw token scores
-    a = F.leaky_relu(s, LEAKY_SLOPE)  # padding queries are zero vectors: s = a = 0 there
-    # For each context token: L2 over the queries, then scale by lambda. |a| <= 1 before the
-    # scaling, so exp(lambda * a) cannot overflow for moderate lambda: no max shift is needed.
-    a = mul(a, lam / (torch.linalg.vector_norm(a, dim=-1, keepdim=True) + EPS))
-    if lam > MAX_UNSHIFTED_LAMBDA:
-        a = a - a.amax(dim=1, keepdim=True)
-    e = exp(a)  # (Nk, K, Nq, Q) unnormalised attention over the context axis K
-    if context_mask is not None:
-        e = mul(e, context_mask[:, :, None, None])  # padding context tokens get no attention
-    # cos(q, c) with c = sum_k e_k x_k / Z: the softmax's Z cancels in the cosine, so
-    # q.c ~ sum_k e_k s_k and |c|^2 ~ e^T G e with G the Gram matrix of the context tokens.
-    gram = (context @ context.transpose(1, 2)).float()  # (Nk, K, K)
-    ge = torch.bmm(gram, e.reshape(n_k, len_k, n_q * len_q)).view_as(e)  # (Nk, K, Nq, Q)
-    ctx_norm = mul(ge, e).sum(1).clamp_min(0).sqrt()  # (Nk, Nq, Q) |c| * Z
-    dot = mul(s, e).sum(1)  # (Nk, Nq, Q) q.c * Z
-    q_norm = torch.linalg.vector_norm(query.float(), dim=-1)  # (Nq, Q)
-    cos = dot / (q_norm * ctx_norm).clamp_min(EPS)  # (Nk, Nq, Q)
-    if query_mask is None:
-        return cos.mean(-1)
-    return (cos * query_mask).sum(-1) / query_mask.sum(-1)  # mean over real queries
+    n_i, n_r, dim = images.shape
+    n_c, n_w, _ = captions.shape
+    s = (captions.reshape(n_c * n_w, dim) @ images.reshape(n_i * n_r, dim).T).float()
+    s = s.view(n_c, n_w, n_i, n_r)  # raw scores; padding words are zero vectors: s = 0 there
+    a = F.leaky_relu(s, LEAKY_SLOPE)
+    norms = torch.linalg.vector_norm(a, dim=3, keepdim=True)  # (bc, w, bi, 1) L2 over the regions
+    e = _scaled(a, norms, lam, inplace)  # lambda * a / ||a||
+    if pad is not None:
+        e = e.masked_fill(pad[:, :, None, None], float("-inf"))
+        e = e - e.amax(dim=1, keepdim=True)
+    e = e.exp_() if inplace else e.exp()  # (bc, w, bi, R) unnormalised attention over the words
+    cos = _cosines(s, e, gram, region_norms.reshape(-1), inplace)  # (bc, bi * R)
+    return cos.view(n_c, n_i, n_r).mean(-1)
+
+
+def _t2i_block(images: Tensor, words: Tensor, gram: Tensor, word_norms: Tensor, counts: Tensor,
+               lam: float, inplace: bool) -> Tensor:
+    """Words attend to regions: (bi, R, D) images x (w, bc, D) word-major captions -> (bi, bc) mean cosines.
+
+    ``gram`` (bi, R, R) of the regions, ``word_norms`` (w, bc) (zero on padding), ``counts`` (bc,)
+    the real words of each caption.
+    """
+    n_i, n_r, dim = images.shape
+    n_w, n_c, _ = words.shape
+    s = (images.reshape(n_i * n_r, dim) @ words.reshape(n_w * n_c, dim).T).float()
+    s = s.view(n_i, n_r, n_w, n_c)  # raw scores; padding words are zero vectors: s = 0 there
+    a = F.leaky_relu(s, LEAKY_SLOPE)
+    squares = a * a  # (bi, R, w, bc), reused by _cosines for G e when in place
+    norms = squares.sum(2, keepdim=True).add_(EPS * EPS).sqrt_()  # (bi, R, 1, bc) L2 over the words
+    e = _scaled(a, norms, lam, inplace)
+    if lam > MAX_UNSHIFTED_LAMBDA:  # no padding among the regions: a plain max
+        e = e - e.amax(dim=1, keepdim=True)
+    e = e.exp_() if inplace else e.exp()  # (bi, R, w, bc) unnormalised attention over the regions
+    cos = _cosines(s, e, gram, word_norms.reshape(-1), inplace, scratch=squares)  # (bi, w * bc), 0 on padding
+    return cos.view(n_i, n_w, n_c).sum(1) / counts  # mean over the real words
+
+
+def _scaled(a: Tensor, norms: Tensor, lam: float, inplace: bool) -> Tensor:
+    """lambda * a / (||a|| + eps), the norm broadcast over the query axis."""
+    if not inplace:
+        return a * (lam / (norms + EPS))
+    return a.mul_(torch.div(lam, norms.add_(EPS), out=norms))
+
+
+def _cosines(s: Tensor, e: Tensor, gram: Tensor, query_norms: Tensor, inplace: bool,
+             scratch: Tensor | None = None) -> Tensor:
+    """cos(q, c) of every query token from raw scores s and attention e, both (Nk, K, ...): -> (Nk, rest).
+
+    With c ~ sum_k e_k x_k (the softmax's denominator cancels): q.c ~ sum_k e_k s_k and
+    |c|^2 ~ e^T G e, G (Nk, K, K) the Gram matrix of the context tokens. In place, G e goes into
+    ``scratch`` (a finished tensor of e's size) when there is one.
+    """
+    n_k, n_ctx = e.shape[:2]
+    e = e.reshape(n_k, n_ctx, -1)  # (Nk, K, N)
+    if not inplace:
+        squared = (torch.bmm(gram, e) * e).sum(1).clamp_min(0)  # (Nk, N) |c|^2
+        dot = (s.reshape_as(e) * e).sum(1)  # (Nk, N) q.c
+        return dot / (squared.sqrt() * query_norms).clamp_min(EPS)
+    ge = torch.bmm(gram, e) if scratch is None else torch.bmm(gram, e, out=scratch.view_as(e))  # (Nk, K, N)
+    squared = ge.mul_(e).sum(1)  # (Nk, N) |c|^2
+    dot = s.view_as(e).mul_(e).sum(1)  # (Nk, N) q.c
+    return dot.div_(squared.sqrt_().mul_(query_norms).clamp_min_(EPS))
+
+
+# ----------------------------------------------------------------------------- helpers
+def _token_norms(tokens: Tensor) -> Tensor:
+    """L2 norm of every token in float32, half-precision inputs without a float32 copy: (..., D) -> (...)."""
+    half = tokens.dtype in (torch.float16, torch.bfloat16)
+    return torch.linalg.vector_norm(tokens, dim=-1, dtype=torch.float32 if half else None).float()
+
+
+def _gram(tokens: Tensor) -> Tensor:
+    """Gram matrices of each item's tokens in float32: (N, T, D) -> (N, T, T)."""
+    return (tokens @ tokens.transpose(1, 2)).float()
+
+
+def _ends(mask: Tensor) -> Tensor:
+    """Index of each caption's last real token + 1: (N_cap, W) -> (N_cap,)."""
+    positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    return (mask * positions).amax(dim=1)
+
+
+def _tracked(images: Tensor, captions: Tensor) -> bool:
+    """True when autograd records the scoring (training): then no pass may run in place."""
+    return torch.is_grad_enabled() and (images.requires_grad or captions.requires_grad)
+
+
+def _block_pairs(images: Tensor, captions: Tensor, chunk_size: int) -> int:
+    """Pairs per block: ``chunk_size``, and on a CPU at most what keeps a block in the caches."""
+    if images.device.type != "cpu":
+        return chunk_size
+    return max(1, min(chunk_size, CPU_BLOCK_SCORES // max(1, images.shape[1] * captions.shape[1])))
 
 
 def _block_shape(n_img: int, n_cap: int, chunk_size: int) -> tuple[int, int]:
-    """Images and captions per block so that a block holds at most ``chunk_size`` pairs."""
-    step_i = max(1, min(n_img, math.isqrt(chunk_size)))
-    step_c = max(1, min(n_cap, chunk_size // step_i))
-    step_i = max(1, min(n_img, chunk_size // step_c))  # give back what captions did not use
+    """Images and captions per block: at most ``chunk_size`` pairs, about twice as many captions as images
+    (fastest measured, both directions), and blocks of equal size rather than a small remainder."""
+    step_i = _even_step(n_img, max(1, math.isqrt(max(1, chunk_size // 2))))
+    step_c = _even_step(n_cap, max(1, chunk_size // step_i))
+    step_i = _even_step(n_img, max(1, chunk_size // step_c))  # give back what the captions did not use
     return step_i, step_c
+
+
+def _even_step(n: int, most: int) -> int:
+    """The smallest step that cuts n items into as few blocks as steps of ``most`` would."""
+    blocks = -(-n // max(1, min(n, most))) if n else 1
+    return max(1, -(-n // blocks))
+
+
+def _check_pairs(image_index: Tensor, caption_index: Tensor, n_img: int, n_cap: int) -> tuple[Tensor, Tensor]:
+    image_index, caption_index = torch.as_tensor(image_index), torch.as_tensor(caption_index)
+    if image_index.dim() != 1 or image_index.shape != caption_index.shape:
+        raise ValueError(f"image_index and caption_index must be 1-D and of one length, "
+                         f"got {tuple(image_index.shape)} and {tuple(caption_index.shape)}")
+    if image_index.is_floating_point() or caption_index.is_floating_point():
+        raise ValueError("image_index and caption_index must hold integers")
+    for name, index, n in (("image_index", image_index, n_img), ("caption_index", caption_index, n_cap)):
+        if len(index) and not (0 <= int(index.min()) and int(index.max()) < n):
+            raise ValueError(f"{name} must lie in [0, {n}), got values from {int(index.min())} to {int(index.max())}")
+    return image_index.long(), caption_index.long()
 
 
 def _check_inputs(images: Tensor, captions: Tensor, mask: Tensor, direction: str, chunk_size: int) -> None:

@@ -17,12 +17,17 @@ Paper: Bin et al. 2023, Sec. 4 (see HAT_METHOD.md, "Evaluation protocol").
    split), "coco1k" (MSCOCO: mean over folds of 1,000 images) or "coco5k" (the whole 5K split).
 
 The authors' release encoded every image five times and kept float64 copies of every caption's
-tokens: ``feature_memory_bytes`` shows what that costs at the paper's dimensions.
+tokens: ``feature_memory_bytes`` shows what that costs at the paper's dimensions. Here the
+Flickr30K test split takes 2.32 GB in fp16 and MSCOCO 5K 11.6 GB; features that need more than
+half of the free GPU memory stay in host memory and move to the GPU one block at a time (on an
+H100 that scored the Flickr30K-sized gallery as fast as features in GPU memory; see benchmarks/).
+``retrieval.py`` adds a two-stage search that scores only a few candidates per query.
 
     results = evaluate(model, splits["test"], protocol="1k")
     results = evaluate([model_i2t, model_t2i], splits["test"], protocol="coco1k")   # ensemble
     print(format_table({"HAT": results}))
     feature_memory_bytes(1000, 5000, (784, 196, 49), 32, 768, torch.float16) / 1e9  # 2.32 GB
+    feature_memory_bytes(5000, 25000, (784, 196, 49), 32, 768, torch.float16) / 1e9  # 11.6 GB (COCO 5K)
 """
 from __future__ import annotations
 
@@ -38,12 +43,13 @@ from tqdm.auto import tqdm
 
 from .alignment import xattn_similarity
 from .config import HATConfig
-from .data import eval_captions, eval_image_loader, tokenize
 from .metrics import coco_1k, recall_at_k
 from .runtime import autocast, pick_device
 
 PROTOCOLS = ("1k", "coco1k", "coco5k")
 GPU_SHARE = 0.5  # features stay in GPU memory when they need at most this share of the free memory
+CPU_CHUNK_SIZE = 1024  # pairs per scoring block on a CPU (xattn_similarity keeps blocks in the caches)
+GPU_CHUNK_SIZE = 8192  # on a GPU: Flickr30K-sized gallery, H100, i2t 3.5 s against 6.2 s with 1024 (benchmarks/)
 _COLUMNS = (("i2t R@1", "i2t_r1"), ("i2t R@5", "i2t_r5"), ("i2t R@10", "i2t_r10"),
             ("t2i R@1", "t2i_r1"), ("t2i R@5", "t2i_r5"), ("t2i R@10", "t2i_r10"), ("rSum", "rsum"))
 
@@ -79,6 +85,8 @@ def encode(model: nn.Module, split, batch_size: int = 128, device: str | torch.d
     The model is moved to ``device`` (default: ``pick_device()``) and run in eval mode (its mode
     is restored afterwards). ``dtype`` overrides the storage precision (fp16 on GPU, float32 else).
     """
+    from .data import eval_captions, tokenize  # the data stack (datasets, torchvision) only to encode
+
     _check_split(split)
     device = pick_device(None if device is None else str(device))
     cfg = model.config
@@ -99,17 +107,19 @@ def encode(model: nn.Module, split, batch_size: int = 128, device: str | torch.d
     return Encoded(images, texts, mask.bool().to(store), captions_per_image)
 
 
-def similarity(model_or_config: nn.Module | HATConfig, encoded: Encoded, chunk_size: int = 1024,
+def similarity(model_or_config: nn.Module | HATConfig, encoded: Encoded, chunk_size: int | None = None,
                image_block: int = 256, progress: bool = True, device: str | torch.device | None = None) -> Tensor:
     """HAT's similarity of every image with every caption: (N_img, N_cap) float32 on the host.
 
     Per level and block of ``image_block`` images, ``xattn_similarity`` against all captions,
     weighted by ``config.weights``. Scores on ``device``: default, the features' device, or
     ``pick_device()`` for features in host memory (blocks are moved there one at a time).
+    ``chunk_size`` (pairs per block of ``xattn_similarity``) defaults to ``default_chunk_size``.
     """
     cfg = model_or_config if isinstance(model_or_config, HATConfig) else model_or_config.config
     _check_encoded(cfg, encoded)
     device = _scoring_device(encoded, device)
+    chunk_size = chunk_size or default_chunk_size(device)
     n_img = encoded.image_levels[0].shape[0]
     starts = range(0, n_img, max(1, image_block))
     total = torch.zeros(n_img, encoded.mask.shape[0])  # (N_img, N_cap)
@@ -129,12 +139,13 @@ def similarity(model_or_config: nn.Module | HATConfig, encoded: Encoded, chunk_s
 
 def evaluate(models: nn.Module | Sequence[nn.Module], split, protocol: str = "1k", *, batch_size: int = 128,
              device: str | torch.device | None = None, captions_per_image: int = 5, fold_images: int = 1000,
-             chunk_size: int = 1024, image_block: int = 256, progress: bool = True, return_sims: bool = False,
-             tokenizer=None, workers: int | None = None) -> dict[str, Any]:
+             chunk_size: int | None = None, image_block: int = 256, progress: bool = True,
+             return_sims: bool = False, tokenizer=None, workers: int | None = None) -> dict[str, Any]:
     """Recall@K of one model, or of an ensemble (the sum of its models' similarities), under ``protocol``.
 
-    Returns the metrics of ``hat_min.metrics`` (i2t_r1 ... t2i_r10, rsum, medr, meanr), timings and
-    memory under "info", and with ``return_sims`` the summed matrix "sims" and each model's "model_sims".
+    Returns the metrics of ``hat_min.metrics`` (i2t_r1 ... t2i_r10, rsum, medr, meanr), the pairs
+    scored with cross-attention "xattn_pairs" (N_img * N_cap), timings and memory under "info", and
+    with ``return_sims`` the summed matrix "sims" and each model's "model_sims".
     """
     models = _as_list(models)
     _check_protocol(protocol, len(split), fold_images)
@@ -154,6 +165,7 @@ def evaluate(models: nn.Module | Sequence[nn.Module], split, protocol: str = "1k
         total = sims if total is None else total + sims
         per_model.append(sims)
     result: dict[str, Any] = _protocol_metrics(total, protocol, captions_per_image, fold_images)
+    result["xattn_pairs"] = info["xattn_pairs"] = total.numel()  # every pair (each model of an ensemble scores all)
     result["info"] = info
     if return_sims:
         result["sims"], result["model_sims"] = total, per_model
@@ -179,6 +191,8 @@ def format_table(results: dict[str, Any]) -> str:
 def _encode_images(model: nn.Module, split, batch_size: int, device: torch.device, store: torch.device,
                    dtype: torch.dtype, progress: bool, workers: int | None) -> list[Tensor]:
     """Every image once, in order: L tensors (N_img, R_l, D) on ``store``."""
+    from .data import eval_image_loader
+
     out: list[Tensor] = []
     row = 0
     bar = tqdm(total=len(split), desc="encoding images", unit="img", disable=not progress)
@@ -229,6 +243,11 @@ def _regions_per_level(model: nn.Module) -> list[int]:
     swin = model.image_encoder
     reduction = dict(zip(swin.stages, swin.body.feature_info.reduction()))  # stage -> pixels per token side
     return [(model.config.image_size // reduction[stage]) ** 2 for stage, _ in model.config.levels]
+
+
+def default_chunk_size(device: torch.device) -> int:
+    """Pairs per block of ``xattn_similarity``: larger on a GPU, where each block costs some 20 kernel launches."""
+    return GPU_CHUNK_SIZE if torch.device(device).type == "cuda" else CPU_CHUNK_SIZE
 
 
 def _storage_device(device: torch.device, nbytes: int) -> torch.device:

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hat_min.alignment import hierarchical_similarity, xattn_similarity
+from hat_min.alignment import _block_shape, hierarchical_similarity, xattn_pair_similarity, xattn_similarity
 
 
 def literal_scan(images, captions, mask, direction, lam):
@@ -128,3 +128,72 @@ def test_hierarchical_similarity_is_weighted_sum_of_levels():
 def test_bad_input_is_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         xattn_similarity(**kwargs)
+
+
+# ----------------------------------------------------------------------------- the pair scorer, paths, blocks
+@pytest.mark.parametrize("direction", ["i2t", "t2i"])
+@pytest.mark.parametrize("lam", [9.0, 50.0])
+@pytest.mark.parametrize("chunk_size", [1, 3, 1024])
+def test_pair_similarity_equals_the_matrix_entries(direction, lam, chunk_size):
+    images, captions, mask = random_inputs(3, n_img=6, n_cap=11)  # junk in the padding
+    mask[4] = torch.tensor([True, False, True, False, False])  # a hole inside a caption
+    full = xattn_similarity(images, captions, mask, direction, lam)
+    g = torch.Generator().manual_seed(1)
+    img, cap = torch.randint(0, 6, (40,), generator=g), torch.randint(0, 11, (40,), generator=g)  # repeats too
+    got = xattn_pair_similarity(images, captions, mask, img, cap, direction, lam, chunk_size)
+    assert got.shape == (40,) and got.dtype == torch.float32
+    torch.testing.assert_close(got, full[img, cap], atol=1e-6, rtol=1e-5)
+
+
+def test_pair_similarity_of_no_pairs_and_bad_pairs():
+    images, captions, mask = random_inputs(4)
+    empty = torch.zeros(0, dtype=torch.long)
+    assert xattn_pair_similarity(images, captions, mask, empty, empty).shape == (0,)
+    with pytest.raises(ValueError, match="caption_index must lie in"):
+        xattn_pair_similarity(images, captions, mask, torch.tensor([0]), torch.tensor([7]))
+    with pytest.raises(ValueError, match="one length"):
+        xattn_pair_similarity(images, captions, mask, torch.tensor([0, 1]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="integers"):
+        xattn_pair_similarity(images, captions, mask, torch.tensor([0.0]), torch.tensor([0.0]))
+
+
+@pytest.mark.parametrize("direction", ["i2t", "t2i"])
+def test_in_place_and_autograd_paths_agree(direction):
+    """Without gradients the passes run in place in reused buffers; with them, out of place."""
+    images, captions, mask = random_inputs(9, n_img=7, n_cap=13, junk=False)
+    with torch.no_grad():
+        no_grad = xattn_similarity(images, captions, mask, direction, chunk_size=5)
+    with torch.inference_mode():
+        inference = xattn_similarity(images, captions, mask, direction, chunk_size=5)
+    tracked = xattn_similarity(images.requires_grad_(), captions, mask, direction, chunk_size=5)
+    assert tracked.requires_grad and not no_grad.requires_grad
+    torch.testing.assert_close(no_grad, tracked.detach(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(inference, no_grad)
+
+
+def test_benchmark_shapes_match_literal_on_a_sample():
+    """The benchmark's shapes (R=49, W=16 with 8-16 real words, D=256) within 1e-4 of the literal formula."""
+    g = torch.Generator().manual_seed(11)
+    images, captions = torch.randn(3, 49, 256, generator=g), torch.randn(5, 16, 256, generator=g)
+    mask = torch.arange(16)[None] < torch.tensor([16, 8, 12, 9, 15])[:, None]
+    for direction in ("i2t", "t2i"):
+        got = xattn_similarity(images, captions, mask, direction).double()
+        assert (got - literal_scan(images, captions, mask, direction, 9.0)).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("n_img, n_cap, chunk", [(64, 320, 512), (64, 320, 1024), (5, 7, 1), (1, 9, 4), (300, 2, 64)])
+def test_blocks_hold_at_most_chunk_size_pairs_and_are_even(n_img, n_cap, chunk):
+    step_i, step_c = _block_shape(n_img, n_cap, chunk)
+    assert 1 <= step_i <= n_img and 1 <= step_c <= n_cap and step_i * step_c <= chunk
+    for n, step in ((n_img, step_i), (n_cap, step_c)):  # no small remainder block
+        blocks = -(-n // step)
+        assert step == -(-n // blocks)
+
+
+def test_half_precision_features_keep_float32_results_on_padding():
+    images, captions, mask = random_inputs(12, junk=False)
+    for dtype in (torch.bfloat16, torch.float16):
+        got = xattn_pair_similarity(images.to(dtype), captions.to(dtype), mask, torch.tensor([0, 4]),
+                                    torch.tensor([6, 2]), "t2i")
+        expected = xattn_similarity(images, captions, mask, "t2i")[[0, 4], [6, 2]]
+        torch.testing.assert_close(got, expected, atol=0.05, rtol=0.05)

@@ -27,7 +27,7 @@ def data(tmp_path_factory):
 @pytest.mark.parametrize("command, words", [
     ([], ["train", "evaluate", "demo"]),
     (["train"], ["--preset", "--data", "--resume", "--set", "--device"]),
-    (["evaluate"], ["--checkpoint", "--protocol", "--ensemble", "coco1k"]),
+    (["evaluate"], ["--checkpoint", "--protocol", "--ensemble", "coco1k", "--rerank-k"]),
     (["demo"], ["--data", "--max-steps"]),
 ])
 def test_help_explains_every_option(command, words):
@@ -58,7 +58,24 @@ def test_evaluate_prints_a_table_and_ends_with_json(data, tmp_path):
     out = run("evaluate", "--checkpoint", str(tmp_path / "model"), "--data", str(data))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "R@1" in out.stdout
-    assert set(json.loads(out.stdout.strip().splitlines()[-1])) == KEYS
+    last = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(last) == KEYS | {"xattn_pairs"} and last["xattn_pairs"] == 6 * 30  # every pair
+
+
+def test_evaluate_with_rerank_k_scores_fewer_pairs(data, tmp_path):
+    HAT(HATConfig.preset("tiny")).save_pretrained(tmp_path / "model")
+    out = run("evaluate", "--checkpoint", str(tmp_path / "model"), "--data", str(data), "--rerank-k", "2")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "rerank top-2" in out.stdout and "pairs" in out.stdout
+    last = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(last) == KEYS | {"xattn_pairs"} and 0 < last["xattn_pairs"] <= 6 * 2 + 30 * 2
+
+
+@pytest.mark.parametrize("extra, message", [(["--rerank-k", "0"], "--rerank-k must be >= 1"),
+                                            (["--rerank-k", "4", "--ensemble", "x"], "leave out --ensemble")])
+def test_bad_rerank_options_are_one_line(data, tmp_path, extra, message):
+    out = run("evaluate", "--checkpoint", str(tmp_path), "--data", str(data), *extra)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 
 
 def test_demo_runs_end_to_end(data, tmp_path):
@@ -67,4 +84,4 @@ def test_demo_runs_end_to_end(data, tmp_path):
     last = json.loads(out.stdout.strip().splitlines()[-1])
     assert KEYS <= set(last) and last["data"] == str(data)
     assert (tmp_path / "demo" / "retrievals.png").stat().st_size > 10_000
-    assert HAT.from_pretrained(last["checkpoint"]).config.name == "tiny"
+    assert HAT.from_pretrained(last["checkpoint"]).config.name == "minilm"

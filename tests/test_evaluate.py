@@ -151,3 +151,39 @@ def test_training_mode_is_restored(split):
     model = HAT(CFG).train()
     encode(model, split.select(range(2)), workers=0, progress=False)
     assert model.training
+
+
+def test_coco_5k_features_fit_in_about_12_gb():
+    ours = feature_memory_bytes(5000, 25000, (784, 196, 49), 32, 768, torch.float16)  # MSCOCO 5K test
+    release = feature_memory_bytes(5 * 5000, 25000, (784, 196, 49), 32, 768, torch.float64)
+    print(f"MSCOCO 5K features: {ours / 1e9:.1f} GB in fp16; the release's way: {release / 1e9:.0f} GB")
+    assert 11e9 < ours < 12e9
+    assert release > 10 * ours
+
+
+@pytest.mark.parametrize("free_gb, expected", [(80, "cuda"), (24, "cuda"), (20, "cpu"), (8, "cpu")])
+def test_features_stay_on_the_gpu_only_when_they_fit_in_half_its_free_memory(monkeypatch, free_gb, expected):
+    from hat_min import evaluate as ev
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free_gb * 10**9, 80 * 10**9))
+    coco = feature_memory_bytes(5000, 25000, (784, 196, 49), 32, 768, torch.float16)  # 11.6 GB
+    assert ev._storage_device(torch.device("cuda"), coco).type == expected
+    assert ev._storage_device(torch.device("cpu"), coco).type == "cpu"
+
+
+def test_host_features_are_scored_on_the_requested_device_a_block_at_a_time(models, split):
+    """Features in host memory give the same matrix whatever the image block (what a GPU gets at a time)."""
+    encoded = encode(models[0], split, workers=0, progress=False)
+    whole = similarity(models[0], encoded, image_block=1000, progress=False, device="cpu")
+    torch.testing.assert_close(similarity(models[0], encoded, image_block=5, progress=False, device="cpu"), whole)
+
+
+def test_evaluate_counts_the_pairs_scored_with_cross_attention(models, split):
+    result = evaluate(models[0], split, **FAST)
+    assert result["xattn_pairs"] == result["info"]["xattn_pairs"] == 12 * 60
+
+
+def test_default_chunk_size_is_larger_on_a_gpu():
+    from hat_min.evaluate import default_chunk_size
+
+    assert default_chunk_size(torch.device("cuda")) > default_chunk_size(torch.device("cpu")) >= 256
