@@ -1,0 +1,95 @@
+"""Execute the tutorial notebooks in place and stamp them, so that a stale committed output cannot go unnoticed.
+
+The notebooks are committed with their outputs (figures show when browsing the repository).
+An output is stale when the code that made it changed afterwards: a code cell of the notebook,
+or any source file of ``hat_min/`` or ``data_prep/``. ``make notebooks`` runs this script: it
+executes each notebook offline (``HAT_MIN_OFFLINE=1``), then writes the hash of that code into
+the notebook's metadata (``metadata.hat_min.source_hash``). ``tests/test_notebook_outputs.py``
+recomputes the hash and fails, naming the notebook and the command, when they differ.
+
+    python notebooks/stamp.py                    # execute and stamp every notebook
+    python notebooks/stamp.py notebooks/03_training.ipynb
+    python notebooks/stamp.py --check            # only compare the stamps (what the test does)
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = ("hat_min", "data_prep")  # the packages whose code the notebooks run
+KEY = "hat_min"  # notebook metadata key
+
+
+def source_hash(notebook: dict) -> str:
+    """sha256 over the notebook's code cells and every .py file of the packages it imports."""
+    h = hashlib.sha256()
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+            h.update(b"\0cell\0" + source.encode())
+    for package in SOURCES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            h.update(b"\0file\0" + path.relative_to(ROOT).as_posix().encode() + b"\0")
+            h.update(path.read_bytes().replace(b"\r\n", b"\n"))
+    return h.hexdigest()
+
+
+def stale(path: Path) -> str | None:
+    """Why the committed outputs of ``path`` cannot be trusted, or None when they are current."""
+    notebook = json.loads(path.read_text())
+    stamp = notebook.get("metadata", {}).get(KEY, {}).get("source_hash")
+    if stamp is None:
+        return "it was never executed by notebooks/stamp.py"
+    if stamp != source_hash(notebook):
+        return "its code cells or hat_min/data_prep changed after it was executed"
+    missing = [i for i, c in enumerate(notebook["cells"]) if c["cell_type"] == "code" and c["source"] and
+               c.get("execution_count") is None]
+    if missing:
+        return f"code cells {missing} have no outputs"
+    return None
+
+
+def execute(path: Path, timeout: int = 1800) -> float:
+    """Run ``path`` top to bottom in its folder (offline profile), store outputs and the stamp; returns seconds."""
+    import nbclient
+    import nbformat
+
+    os.environ["HAT_MIN_OFFLINE"] = "1"
+    notebook = nbformat.read(path, as_version=4)
+    started = time.monotonic()
+    nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}}).execute()
+    notebook.metadata[KEY] = {"source_hash": source_hash(notebook)}
+    tmp = path.with_suffix(".ipynb.tmp")
+    nbformat.write(notebook, tmp)
+    tmp.replace(path)  # atomic: an interrupted run leaves the old notebook whole
+    return time.monotonic() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks (default: every notebooks/*.ipynb)")
+    parser.add_argument("--check", action="store_true", help="only report notebooks whose outputs are stale")
+    args = parser.parse_args(argv)
+    paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    if args.check:
+        problems = [(p, why) for p in paths if (why := stale(p))]
+        for p, why in problems:
+            print(f"{p.name}: stale outputs ({why}); run `make notebooks`")
+        return 1 if problems else 0
+    for p in paths:
+        print(f"executing {p.name} ...", flush=True)
+        print(f"  done in {execute(p):.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
