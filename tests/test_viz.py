@@ -1,12 +1,18 @@
-"""Pictures are drawn from real data and real metrics (content checked, not pixels)."""
+"""hat_min.viz: pictures drawn from real data and real metrics (content checked, not pixels); the ranking
+helpers against brute force, PCA against an SVD, every figure drawn once headless."""
 import json
+from types import SimpleNamespace
 
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from data_prep.synthetic import generate  # noqa: E402
+from hat_min import viz  # noqa: E402
+from hat_min.runlog import MetricsLog  # noqa: E402
 from hat_min.viz import retrieval_figure, save_retrieval_examples, training_curves  # noqa: E402
 
 
@@ -29,3 +35,158 @@ def test_training_curves_read_the_metrics_log(tmp_path):
     fig = training_curves(log)
     assert [ax.get_title() for ax in fig.axes][2] == "validation rSum"
     assert list(fig.axes[2].lines[0].get_ydata()) == [42.0]
+
+
+CPI = 5
+
+
+@pytest.fixture(scope="module")
+def split():
+    return generate(n_train=4, n_val=4, n_test=8, progress=False)["test"]
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_model, split):
+    """(encoded features, sims (8, 40)) of the tiny untrained model on the small split."""
+    from hat_min.evaluate import encode, similarity
+
+    encoded = encode(tiny_model, split, device="cpu", progress=False, workers=0)
+    return encoded, similarity(tiny_model, encoded, progress=False, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    from hat_min.pretrained import load_tokenizer
+
+    return load_tokenizer(tiny_model.config)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _write_run(folder, steps, validate_every=2):
+    log = MetricsLog(folder / "metrics.jsonl", keep_until=0)
+    for s in range(1, steps + 1):
+        log.write({"step": s, "loss": 5.0 / s, "objective": "infonce" if s < 3 else "hardest", "accuracy": s / 10, "lr": 1e-3})
+        if s % validate_every == 0:
+            log.write({"validation": {"step": s, "rsum": 10.0 * s}})
+    return folder / "metrics.jsonl"
+
+
+def _brute_worst(sims, direction, n, distinct):
+    """Ranks one query at a time: wrong candidates scoring at least as high as the best truth, + 1."""
+    rows = []
+    if direction == "t2i":
+        for j in range(sims.shape[1]):
+            truth = sims[j // CPI, j]
+            rows.append((sum(1 for i in range(sims.shape[0]) if i != j // CPI and sims[i, j] >= truth) + 1, j))
+    else:
+        for i in range(sims.shape[0]):
+            best = max(sims[i, i * CPI : (i + 1) * CPI])
+            rows.append((sum(1 for j in range(sims.shape[1]) if j // CPI != i and sims[i, j] >= best) + 1, i))
+    rows.sort(key=lambda r: (-r[0], r[1]))
+    if direction == "t2i" and distinct:  # keep each image's worst caption only
+        rows = [r for k, r in enumerate(rows) if all(r[1] // CPI != s[1] // CPI for s in rows[:k])]
+    return rows[:n]
+
+
+@pytest.mark.parametrize("direction,distinct", [("t2i", True), ("t2i", False), ("i2t", True)])
+def test_worst_queries_match_brute_force(direction, distinct):
+    g = torch.Generator().manual_seed(0)
+    sims = torch.randint(0, 6, (6, 6 * CPI), generator=g).float()  # small integers: many ties
+    got = viz.worst_queries(sims, direction, n=5, captions_per_image=CPI, distinct=distinct)
+    assert [(r["rank"], r["query"]) for r in got] == _brute_worst(sims, direction, 5, distinct)
+    for r in got:
+        column = sims[:, r["query"]] if direction == "t2i" else sims[r["query"]]
+        assert column[r["first"]] == column.max()
+    with pytest.raises(ValueError, match="direction"):
+        viz.worst_queries(sims, "both")
+
+
+def test_pca_2d_matches_an_svd_up_to_sign():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 6, generator=g) * torch.tensor([5.0, 3.0, 1.0, 0.5, 0.2, 0.1]) + 7.0
+    got = viz.pca_2d(x)
+    centred = x - x.mean(0)
+    u, s, _ = torch.linalg.svd(centred, full_matrices=False)
+    expected = u[:, :2] * s[:2]  # (N, 2)
+    signs = torch.sign((got * expected).sum(0))
+    torch.testing.assert_close(got, expected * signs, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(viz.pca_2d(x), got)  # deterministic
+    with pytest.raises(ValueError, match="pca_2d"):
+        viz.pca_2d(torch.zeros(2, 5))
+
+
+def test_live_plot_follows_the_newest_run_and_redraws_every_n_steps(tmp_path):
+    _write_run(tmp_path / "old", 4)
+    new = _write_run(tmp_path / "new", 6)
+    live = viz.LivePlot(tmp_path, every=2, total_steps=10, show=False)
+    for step in range(1, 7):
+        live(SimpleNamespace(step=step), None)
+    assert live.metrics_path() == new and live.steps_seen == 6 and live.redraws == 3
+    fig = live.finish(tmp_path / "old" / "metrics.jsonl")
+    assert "step 4 of 10" in fig._suptitle.get_text()
+    assert fig.axes[0].get_xlim()[0] == 0 and 10 <= fig.axes[0].get_xlim()[1] <= 10.5
+
+
+def test_live_plot_refuses_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="every"):
+        viz.LivePlot(tmp_path, every=0)
+    with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
+        viz.LivePlot(tmp_path).metrics_path()
+
+
+def test_query_scores_equal_the_split_scores_of_the_same_caption(tiny_model, split, scored, tokenizer):
+    encoded, sims = scored
+    caption = split[2]["captions"][1]  # caption 2 * 5 + 1 of the split
+    got = viz.query_scores(tiny_model, encoded, caption, tokenizer)
+    torch.testing.assert_close(got, sims[:, 2 * CPI + 1], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="non-empty"):
+        viz.query_scores(tiny_model, encoded, "  ", tokenizer)
+
+
+def test_retrieval_figures_draw(split, scored):
+    _, sims = scored
+    assert len(viz.retrieval_figure(split, sims, k=3).axes) == 4 * 4
+    assert len(viz.image_to_text_figure(split, sims, [0, 5], k=3).axes) == 2 * 2
+    assert len(viz.similarity_figure(sims, n_images=8).axes) == 2  # the matrix and its colour bar
+    for direction in ("t2i", "i2t"):
+        assert len(viz.failures_figure(split, sims, direction, n=2, k=2).axes) == 2 * 4
+    assert len(viz.text_query_figure(split, sims[:, 0], "a query", k=3, truth=0).axes) == 3
+    with pytest.raises(ValueError, match="sims must be"):
+        viz.image_to_text_figure(split, sims[:, :10])
+
+
+def test_attention_figure_draws_every_level(tiny_model, split, scored, tokenizer):
+    encoded, _ = scored
+    fig = viz.attention_figure(split, encoded, tiny_model.config, image=1, caption=5, tokenizer=tokenizer, max_words=4)
+    assert len(fig.axes) == len(tiny_model.config.levels) * 5
+    word = tokenizer.tokenize(split[1]["captions"][0])[0]
+    fig = viz.attention_figure(split, encoded, tiny_model.config, 1, 5, tokenizer, words=[word])
+    assert len(fig.axes) == len(tiny_model.config.levels) * 2
+    with pytest.raises(ValueError, match="not tokens"):
+        viz.attention_figure(split, encoded, tiny_model.config, 1, 5, tokenizer, words=["zebra"])
+
+
+def test_embedding_projection_draws(split):
+    g = torch.Generator().manual_seed(0)
+    images, captions = torch.randn(8, 16, generator=g), torch.randn(40, 16, generator=g)
+    colours = [json.loads(s)["subject"]["colour"] for s in split["scene"]]
+    assert len(viz.embedding_projection(images, captions, colours, label_name="colour").axes) == 3
+    assert len(viz.embedding_projection(images, captions).axes) == 1
+    with pytest.raises(ValueError, match="captions for"):
+        viz.embedding_projection(images, captions[:30])
+    with pytest.raises(ValueError, match="labels for"):
+        viz.embedding_projection(images, captions, colours[:3])
+
+
+def test_explorer_answers_a_query_and_an_image(tiny_model, split, scored, tokenizer, capsys):
+    encoded, sims = scored
+    ui = viz.explorer(tiny_model, split, encoded, sims, tokenizer, k=3)
+    query, picker = ui.children[0].children[0], ui.children[1]
+    query.value = "two red circles"
+    picker.value = 3
+    assert capsys.readouterr().out.count("Figure") == 2  # outside a kernel, display() prints each figure
