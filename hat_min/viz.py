@@ -41,7 +41,7 @@ def retrieval_figure(split, sims: torch.Tensor, queries: list[int] | None = None
         axes[row, 0].axis("off")
         for col, i in enumerate(top, start=1):
             ax = axes[row, col]
-            ax.imshow(split[i]["image"].convert("RGB"))
+            ax.imshow(split[i]["image"].convert("RGB"), interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             hit = i == j // captions_per_image
             for spine in ax.spines.values():
@@ -342,7 +342,7 @@ def attention_figure(split, encoded, config, image: int, caption: int, tokenizer
         _show_image(row[0], picture, title=f"stage {stage} x layer {layer}\nscore {scores[level]:.2f}")
         top = float(m.max())
         for ax, w, grid in zip(row[1:], columns, grids):
-            ax.imshow(picture, extent=(0, side, side, 0))
+            ax.imshow(picture, extent=(0, side, side, 0), interpolation="nearest")
             ax.imshow(grid.numpy(), extent=(0, side, side, 0), cmap="inferno", interpolation="nearest", vmin=0, vmax=top,
                       alpha=(0.1 + 0.8 * grid / top).clamp(0, 1).numpy())  # see-through where the weight is low
             ax.set_xticks([]), ax.set_yticks([])
@@ -381,8 +381,8 @@ def embedding_projection(image_vecs: torch.Tensor, caption_vecs: torch.Tensor, l
         raise ValueError(f"{len(labels)} labels for {image_vecs.shape[0]} images")
     fig, axes = plt.subplots(1, 1 if labels is None else 3, figsize=(4.6 if labels is None else 13.5, 4.4), squeeze=False)
     both = pca_2d(torch.cat([image_vecs, caption_vecs]).cpu())  # (N_img + N_cap, 2)
-    axes[0, 0].scatter(*both[len(image_vecs) :].T, s=6, marker="x", alpha=0.4, color="C1", label="captions")
-    axes[0, 0].scatter(*both[: len(image_vecs)].T, s=10, alpha=0.6, color="C0", label="images")
+    axes[0, 0].scatter(*both[len(image_vecs) :].T, s=6, marker="x", alpha=0.4, color="C7", label="captions")
+    axes[0, 0].scatter(*both[: len(image_vecs)].T, s=10, alpha=0.6, color="C2", label="images")
     axes[0, 0].set(title="images and captions, one PCA")
     axes[0, 0].legend(fontsize=8, markerscale=2)
     if labels is not None:
@@ -475,7 +475,7 @@ def _show_image(ax, image, title: str = "", hit: bool | None = None) -> None:
     """An image without ticks; a green (hit) or red (miss) frame when ``hit`` is not None."""
     from data_prep import to_rgb
 
-    ax.imshow(to_rgb(image))
+    ax.imshow(to_rgb(image), interpolation="nearest")  # the pixels as they are (and smaller PNGs than smoothing)
     ax.set_xticks([]), ax.set_yticks([])
     ax.set_title(title, fontsize=8)
     if hit is not None:
