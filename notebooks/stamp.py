@@ -24,6 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("hat_min", "data_prep")  # the packages whose code the notebooks run
 KEY = "hat_min"  # notebook metadata key
+# Per-cell time limit, stored in each notebook's metadata (``execution.timeout``), which nbmake and
+# nbclient read: a training cell may take several minutes on two CPU cores, more than nbmake's
+# default of 300 s, and the whole tutorial must still stay within 20 minutes.
+CELL_TIMEOUT = 900
 
 
 def source_hash(notebook: dict) -> str:
@@ -57,15 +61,16 @@ def stale(path: Path) -> str | None:
     return None
 
 
-def execute(path: Path, timeout: int = 1800) -> float:
+def execute(path: Path) -> float:
     """Run ``path`` top to bottom in its folder (offline profile), store outputs and the stamp; returns seconds."""
     import nbclient
     import nbformat
 
     os.environ["HAT_MIN_OFFLINE"] = "1"
     notebook = nbformat.read(path, as_version=4)
+    notebook.metadata.setdefault("execution", {})["timeout"] = CELL_TIMEOUT
     started = time.monotonic()
-    nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+    nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}}).execute()
     notebook.metadata[KEY] = {"source_hash": source_hash(notebook)}
     tmp = path.with_suffix(".ipynb.tmp")

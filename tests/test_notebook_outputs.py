@@ -27,6 +27,14 @@ def test_outputs_are_small_and_clean(path):
     assert not errors, f"{path.name} was committed with an error output"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_cell_time_limit_is_in_the_metadata(path):
+    # nbmake's default of 300 s per cell is shorter than a training cell on two cores (CI failed on it)
+    notebook = json.loads(path.read_text())
+    assert notebook["metadata"].get("execution", {}).get("timeout") == stamp.CELL_TIMEOUT, \
+        f"{path.name} lacks metadata.execution.timeout = {stamp.CELL_TIMEOUT}; run `make notebooks`"
+
+
 def test_stamp_notices_a_changed_cell():
     notebook = json.loads(NOTEBOOKS[0].read_text())
     changed = copy.deepcopy(notebook)
