@@ -25,6 +25,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from . import pretrained
@@ -32,6 +33,7 @@ from .alignment import hierarchical_similarity
 from .config import HATConfig
 from .encoders import BertLayers, SwinStages
 from .loss import hinge_triplet_loss
+from .runtime import cpu_bf16
 
 
 class HAT(nn.Module):
@@ -60,7 +62,10 @@ class HAT(nn.Module):
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> list[Tensor]:
         """Per-level word tokens: (B, W) ids and mask -> L tensors (B, W, D); padding is masked later."""
-        layers = self.text_encoder(input_ids, attention_mask)  # {layer: (B, W, H)}
+        with cpu_bf16(input_ids.device, self.config.text_bf16_cpu):
+            layers = self.text_encoder(input_ids, attention_mask)  # {layer: (B, W, H)}
+        if not torch.is_autocast_enabled(input_ids.device.type):  # bf16 from cpu_bf16 -> back to fp32
+            layers = {k: h.float() for k, h in layers.items()}
         return [proj(layers[layer]) for (_, layer), proj in zip(self.config.levels, self.text_proj)]
 
     def score(

@@ -4,6 +4,8 @@
     with autocast(device):                 # bf16 on GPUs that have it, fp16 on older ones, fp32 on CPU
         loss = model(images, input_ids, attention_mask)
     scaler = grad_scaler(device)           # enabled only for fp16
+    with cpu_bf16(device):                 # bf16 on a CPU with native bf16 matmul, else a no-op
+        layers = text_encoder(input_ids, attention_mask)
 
 Model, loss and metrics code never calls ``.cuda()``; they follow their inputs.
 """
@@ -55,3 +57,24 @@ def grad_scaler(device: torch.device, precision: str = "auto") -> torch.amp.Grad
     """A GradScaler, enabled only when training in fp16."""
     enabled = autocast_dtype(device, precision) == torch.float16
     return torch.amp.GradScaler(device.type, enabled=enabled)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX): there bf16 is faster
+    than fp32; elsewhere it is emulated and slower."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        return any(check() for check in checks if check is not None)
+    except RuntimeError:  # a build without these queries
+        return False
+
+
+def cpu_bf16(device: torch.device, enabled: bool = True):
+    """bf16 autocast on a CPU with native bf16 matmul (see ``cpu_has_native_bf16``), else a no-op.
+
+    For a frozen encoder whose outputs are features, not weights being trained: HAT uses it for
+    the pretrained MiniLM text encoder (``HATConfig.text_bf16_cpu``), about 2x faster on such CPUs.
+    """
+    if not enabled or device.type != "cpu" or torch.is_autocast_enabled("cpu") or not cpu_has_native_bf16():
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cpu", dtype=torch.bfloat16)

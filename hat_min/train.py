@@ -62,6 +62,10 @@ class TrainConfig:
     # estimated updates from wrecking a freshly initialised model; afterwards the rate stays
     # constant for short CPU runs (a decay over a few minutes stops learning just as it starts).
     warmup_steps: int = 0
+    # Cool-down: the rate falls linearly to zero over the last N steps of the run (after any schedule).
+    # Annealing at the end settles the weights; with a constant rate before it, this is the
+    # "warm-up, stable, decay" schedule, which needs no total length in advance but its last N steps.
+    cooldown_steps: int = 0
     grad_clip: float | None = 2.0  # max global gradient norm (None: no clipping)
     freeze_backbone_epochs: int = 0  # paper: 10 (only the projections train at first)
     freeze_text: bool = False  # keep a pretrained text encoder frozen (no dropout, no backward); a scratch one trains
@@ -98,6 +102,9 @@ class TrainConfig:
                             f"any of {losses}), not {self.negatives!r} / {self.start_loss!r} / {self.end_loss!r}")
         if self.batch_by_family not in ("never", "always", "after_switch"):
             problems.append(f"batch_by_family must be never, always or after_switch, not {self.batch_by_family!r}")
+        if self.warmup_steps < 0 or self.cooldown_steps < 0:
+            problems.append(f"warmup_steps and cooldown_steps must be >= 0, got {self.warmup_steps} and "
+                            f"{self.cooldown_steps}")
         if self.batch_size < 2 or self.batch_size % self.grad_accum:
             problems.append(f"batch_size {self.batch_size} must be >= 2 and divisible by grad_accum {self.grad_accum}")
         if problems:
@@ -121,13 +128,16 @@ class TrainConfig:
 
 TRAIN_PRESETS = {
     "paper": TrainConfig(),
-    # `make demo`: the minilm preset, its pretrained text encoder frozen, one epoch of the generated data.
+    # `make demo`: the minilm preset, its pretrained text encoder frozen, one epoch of the generated data
+    # (781 steps), the rate cooled down to zero over the last 250 (R@1 +0.9 / +1.6 over none, one seed).
     "demo": TrainConfig(epochs=1, max_steps=None, batch_size=64, lr=5e-4, optimizer="adamw", weight_decay=1e-4,
-                        schedule="constant", warmup_steps=60, negatives="curriculum", start_loss="infonce",
-                        freeze_text=True, global_loss_weight=0.5, val_images=200, checkpoint_every=100),
+                        schedule="constant", warmup_steps=60, cooldown_steps=250, negatives="curriculum",
+                        start_loss="infonce", freeze_text=True, global_loss_weight=0.5, val_images=200,
+                        checkpoint_every=100),
 }
 # Notebooks 03 and 05: the demo recipe, shorter, so that a notebook trains in a few minutes on a CPU.
-TRAIN_PRESETS["notebook"] = dataclasses.replace(TRAIN_PRESETS["demo"], max_steps=300, val_images=100)
+TRAIN_PRESETS["notebook"] = dataclasses.replace(TRAIN_PRESETS["demo"], max_steps=300, cooldown_steps=100,
+                                                val_images=100)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -384,9 +394,14 @@ def _groups(loader, size: int):
 
 def _optimizer(model: HAT, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = list(model.parameters())  # frozen backbones simply get no gradient
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    # The fused kernel (one pass over all parameters; 6x faster than the default on a CPU), where this
+    # torch has it for these devices; the same update otherwise.
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    try:
+        return kind(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+    except RuntimeError:  # an older torch without the fused kernel for this device
+        return kind(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -394,6 +409,10 @@ def _scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim
     total = max(1, min(cfg.max_steps or cfg.epochs * steps_per_epoch, cfg.epochs * steps_per_epoch))
 
     def factor(step: int) -> float:
+        cooldown = min(1.0, (total - step) / cfg.cooldown_steps) if cfg.cooldown_steps else 1.0
+        return max(0.0, cooldown) * schedule(step)
+
+    def schedule(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
         if cfg.schedule == "step":

@@ -9,8 +9,8 @@ from PIL import Image
 from data_prep import BASE_FEATURES
 from data_prep.synthetic import flip_caption, generate
 from hat_min.config import HATConfig
-from hat_min.data import (EvalImages, TrainPairs, eval_captions, eval_image_loader, image_transform, load_splits,
-                          tokenize, train_loader)
+from hat_min.data import (EpochBatches, EvalImages, TrainPairs, eval_captions, eval_image_loader, image_transform,
+                          load_splits, tokenize, train_loader)
 from hat_min.pretrained import load_tokenizer
 
 CFG = HATConfig.preset("tiny")
@@ -36,16 +36,34 @@ def test_train_pairs_cover_every_caption(splits):
     assert image_id == splits["train"][1]["image_id"]
 
 
-def test_flip_moves_pixels_and_words_together(splits, monkeypatch):
+@pytest.mark.parametrize("preload", [True, False])
+def test_flip_moves_pixels_and_words_together(splits, monkeypatch, preload):
     split = splits["train"]
     row = next(i for i, caps in enumerate(split["captions"]) if any("left" in c or "right" in c for c in caps))
     k = next(k for k, c in enumerate(split[row]["captions"]) if "left" in c or "right" in c)
     index = 5 * row + k
-    plain = TrainPairs(split, CFG.replace(train_hflip=False))[index]
-    monkeypatch.setattr(torch, "rand", lambda *a, **kw: torch.tensor(0.0))  # always flip
-    flipped = TrainPairs(split, CFG.replace(train_hflip=True))[index]
+    plain = TrainPairs(split, CFG.replace(train_hflip=False), preload=preload)[index]
+    pairs = TrainPairs(split, CFG.replace(train_hflip=True), preload=preload)
+    if not preload:  # decoded per item: the seeded RNG decides (and the crop, when there is one)
+        monkeypatch.setattr(torch, "rand", lambda *a, **kw: torch.tensor(0.0))  # always flip
+    flipped = pairs[(index, 1)]  # preloaded: the seed's lowest bit decides, 1 flips
     torch.testing.assert_close(flipped[0], plain[0].flip(-1))
     assert flipped[1] == flip_caption(plain[1]) != plain[1]
+    if preload:
+        kept = pairs[(index, 2)]
+        torch.testing.assert_close(kept[0], plain[0])
+        assert kept[1] == plain[1]
+
+
+def test_preloaded_flips_follow_the_seed_and_are_a_fair_coin(splits):
+    pairs = TrainPairs(splits["train"], CFG.replace(train_hflip=True), preload=True)
+    plain = TrainPairs(splits["train"], CFG.replace(train_hflip=False), preload=True)
+    keys = [key for epoch in range(5) for batch in EpochBatches(len(pairs), 8, seed=0, epoch=epoch) for key in batch]
+    for index, seed in keys[:40]:
+        image = plain[index][0]
+        torch.testing.assert_close(pairs[(index, seed)][0], image.flip(-1) if seed & 1 else image)
+    share = sum(seed & 1 for _, seed in keys) / len(keys)  # 400 seeds
+    assert 0.4 < share < 0.6, share
 
 
 def test_train_loader_batches(splits):

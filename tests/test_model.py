@@ -95,3 +95,19 @@ def test_a_few_steps_learn_on_a_fixed_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_text_bf16_cpu_gives_fp32_features_close_to_fp32(text_batch, monkeypatch):
+    import hat_min.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)  # bf16 runs (emulated if need be)
+    torch.manual_seed(0)
+    exact = HAT(HATConfig.preset("tiny")).eval()
+    fast = HAT(HATConfig.preset("tiny", text_bf16_cpu=True)).eval()
+    fast.load_state_dict(exact.state_dict())
+    ids, mask = text_batch
+    with torch.no_grad():
+        for a, b in zip(exact.encode_text(ids, mask), fast.encode_text(ids, mask)):
+            assert b.dtype == torch.float32
+            assert not torch.equal(a, b)  # bf16 did run
+            assert (a - b).abs().max() < 0.05 * a.abs().max()

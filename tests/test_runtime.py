@@ -27,3 +27,18 @@ def test_pick_device():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             pick_device("cuda")
+
+
+def test_cpu_bf16_runs_bf16_only_where_the_cpu_has_it(monkeypatch):
+    import hat_min.runtime as runtime
+
+    assert isinstance(runtime.cpu_has_native_bf16(), bool)
+    x = torch.ones(4, 4)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    with runtime.cpu_bf16(torch.device("cpu")):
+        assert (x @ x).dtype == torch.bfloat16
+    with runtime.cpu_bf16(torch.device("cpu"), enabled=False):
+        assert (x @ x).dtype == torch.float32
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)  # emulated bf16 would be slower
+    with runtime.cpu_bf16(torch.device("cpu")):
+        assert (x @ x).dtype == torch.float32

@@ -9,7 +9,7 @@ from data_prep.synthetic import generate
 from hat_min import HAT, HATConfig
 from hat_min.checkpoint import find_checkpoint
 from hat_min.runlog import read_metrics
-from hat_min.train import NonFiniteLossError, TrainConfig, _scheduler, train
+from hat_min.train import NonFiniteLossError, TrainConfig, _optimizer, _scheduler, train
 
 # A very small HAT so that each test trains in seconds.
 MODEL = HATConfig.preset("tiny", text_dropout=0.0, swin_embed_dim=16, swin_depths=(1, 1, 1, 1), swin_heads=(1, 1, 2, 2),
@@ -185,12 +185,34 @@ def test_learning_rate_schedules():
     assert warm == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0])
     cosine = rates(TrainConfig(lr=1.0, epochs=1, schedule="cosine"), 10)
     assert cosine[0] == pytest.approx(1.0) and cosine[5] == pytest.approx(0.5) and cosine[-1] < 0.05
+    cooled = rates(TrainConfig(lr=1.0, epochs=1, schedule="constant", warmup_steps=2, cooldown_steps=4), 10)
+    assert cooled == pytest.approx([0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25])
+    short = rates(TrainConfig(lr=1.0, epochs=3, max_steps=5, schedule="constant", cooldown_steps=2), 5)
+    assert short == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.5])  # the run's last steps, max_steps included
+
+
+def test_fused_optimizer_makes_the_same_update():
+    cfg = TrainConfig(optimizer="adamw", lr=1e-2, weight_decay=0.1)
+    torch.manual_seed(0)
+    a = torch.nn.Linear(8, 4)
+    b = torch.nn.Linear(8, 4)
+    b.load_state_dict(a.state_dict())
+    fast, plain = _optimizer(a, cfg), torch.optim.AdamW(b.parameters(), lr=1e-2, weight_decay=0.1)
+    for _ in range(3):
+        x = torch.randn(16, 8)
+        for model, opt in ((a, fast), (b, plain)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("bad, message", [
     (dict(optimizer="sgd"), "optimizer"), (dict(schedule="linear"), "schedule"),
     (dict(negatives="some"), "negatives"), (dict(batch_size=10, grad_accum=3), "grad_accum"),
     (dict(batch_by_family="sometimes"), "batch_by_family"), (dict(end_loss="softmax"), "end_loss"),
+    (dict(cooldown_steps=-1), "cooldown_steps"),
 ])
 def test_invalid_train_configs(bad, message):
     with pytest.raises(ValueError, match=message):
