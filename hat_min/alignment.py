@@ -56,15 +56,12 @@ def xattn_similarity(
     chunk_size: int = 1024,
 ) -> Tensor:
     """SCAN similarity of every image with every caption: (N_img, R, D) x (N_cap, W, D) -> (N_img, N_cap)."""
-    _check_inputs(images, captions, caption_mask, direction, chunk_size)
-    mask = caption_mask.to(device=captions.device, dtype=torch.bool)  # (N_cap, W)
-    ends = _ends(mask)  # (N_cap,) index of the last real token + 1
+    mask, ends, lam, inplace = _prepare(images, captions, caption_mask, direction, chunk_size, lambda_softmax)
     order = torch.argsort(ends, stable=True)  # captions by length: each block is cut to its longest caption
     captions = captions[order].masked_fill_(~mask[order, :, None], 0.0)  # padding may hold anything, even NaN
     mask, ends = mask[order], ends[order].tolist()
     n_img, n_cap = images.shape[0], captions.shape[0]
     step_i, step_c = _block_shape(n_img, n_cap, _block_pairs(images, captions, chunk_size))
-    lam, inplace = float(lambda_softmax), not _tracked(images, captions)
 
     if direction == "i2t":  # regions attend to words
         grams, region_norms = _gram(captions), _token_norms(images)  # (N_cap, W, W), (N_img, R)
@@ -107,16 +104,13 @@ def xattn_pair_similarity(
     while scoring only those P pairs (a reranker's candidates): pairs are grouped by image, and
     each image's captions are scored in length-sorted blocks of at most ``chunk_size``.
     """
-    _check_inputs(images, captions, caption_mask, direction, chunk_size)
+    mask, ends, lam, inplace = _prepare(images, captions, caption_mask, direction, chunk_size, lambda_softmax)
     image_index, caption_index = _check_pairs(image_index, caption_index, images.shape[0], captions.shape[0])
-    mask = caption_mask.to(device=captions.device, dtype=torch.bool)
-    ends = _ends(mask)
     image_index, caption_index = image_index.to(images.device), caption_index.to(images.device)
     # pairs sorted by image, then by caption length: runs of one image's captions of similar length
     order = torch.argsort(image_index * (mask.shape[1] + 1) + ends[caption_index], stable=True)
     by_image = image_index[order].tolist()
     step = _block_pairs(images, captions, chunk_size)
-    lam, inplace = float(lambda_softmax), not _tracked(images, captions)
     captions = captions.masked_fill(~mask[..., None], 0.0)  # once, not per block: padding may hold NaN
     if direction == "i2t":  # each caption's Gram matrix once, not once per pair
         region_norms, grams = _token_norms(images), _gram(captions)  # (N_img, R), (N_cap, W, W)
@@ -240,6 +234,15 @@ def _cosines(s: Tensor, e: Tensor, gram: Tensor, query_norms: Tensor, inplace: b
 
 
 # ----------------------------------------------------------------------------- helpers
+def _prepare(images: Tensor, captions: Tensor, caption_mask: Tensor, direction: str, chunk_size: int,
+             lambda_softmax: float) -> tuple[Tensor, Tensor, float, bool]:
+    """Checks, then the boolean mask (N_cap, W), each caption's end (N_cap,), lambda, and whether
+    the passes may run in place (no autograd recording)."""
+    _check_inputs(images, captions, caption_mask, direction, chunk_size)
+    mask = caption_mask.to(device=captions.device, dtype=torch.bool)
+    return mask, _ends(mask), float(lambda_softmax), not _tracked(images, captions)
+
+
 def _token_norms(tokens: Tensor) -> Tensor:
     """L2 norm of every token in float32, half-precision inputs without a float32 copy: (..., D) -> (...)."""
     half = tokens.dtype in (torch.float16, torch.bfloat16)
