@@ -25,7 +25,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from . import pretrained
@@ -33,7 +32,7 @@ from .alignment import hierarchical_similarity
 from .config import HATConfig
 from .encoders import BertLayers, SwinStages
 from .loss import hinge_triplet_loss
-from .runtime import cpu_bf16
+from .runtime import cpu_bf16, cpu_bf16_applies
 
 
 class HAT(nn.Module):
@@ -62,9 +61,10 @@ class HAT(nn.Module):
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> list[Tensor]:
         """Per-level word tokens: (B, W) ids and mask -> L tensors (B, W, D); padding is masked later."""
-        with cpu_bf16(input_ids.device, self.config.text_bf16_cpu):
+        bf16 = cpu_bf16_applies(input_ids.device, self.config.text_bf16_cpu)  # frozen MiniLM on a CPU
+        with cpu_bf16(input_ids.device, bf16):
             layers = self.text_encoder(input_ids, attention_mask)  # {layer: (B, W, H)}
-        if not torch.is_autocast_enabled(input_ids.device.type):  # bf16 from cpu_bf16 -> back to fp32
+        if bf16:  # back to fp32 for the projections (and everything that trains)
             layers = {k: h.float() for k, h in layers.items()}
         return [proj(layers[layer]) for (_, layer), proj in zip(self.config.levels, self.text_proj)]
 

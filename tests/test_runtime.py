@@ -42,3 +42,13 @@ def test_cpu_bf16_runs_bf16_only_where_the_cpu_has_it(monkeypatch):
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)  # emulated bf16 would be slower
     with runtime.cpu_bf16(torch.device("cpu")):
         assert (x @ x).dtype == torch.float32
+
+
+def test_cpu_bf16_leaves_a_callers_autocast_alone(monkeypatch):
+    import hat_min.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    assert runtime.cpu_bf16_applies(torch.device("cpu"))
+    assert not runtime.cpu_bf16_applies(torch.device("cuda"))  # GPUs have their own autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not runtime.cpu_bf16_applies(torch.device("cpu"))  # the caller's autocast decides
