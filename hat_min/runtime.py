@@ -12,6 +12,7 @@ Model, loss and metrics code never calls ``.cuda()``; they follow their inputs.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
@@ -59,6 +60,7 @@ def grad_scaler(device: torch.device, precision: str = "auto") -> torch.amp.Grad
     return torch.amp.GradScaler(device.type, enabled=enabled)
 
 
+@functools.cache  # the hardware does not change; encode_text asks on every call
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX): there bf16 is faster
     than fp32; elsewhere it is emulated and slower."""

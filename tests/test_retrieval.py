@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from data_prep.synthetic import generate
-from hat_min import HAT, HATConfig, coco_1k, recall_at_k
+from hat_min import HATConfig, coco_1k, recall_at_k
 from hat_min.evaluate import Encoded, encode, similarity
 from hat_min.pooling import pooled_embedding
 from hat_min.retrieval import (candidate_pairs, candidates, global_embeddings, pair_scores, rerank, rerank_curve,
@@ -113,22 +113,16 @@ def split():
     return generate(n_train=4, n_val=4, n_test=10, seed=7, progress=False)["test"]
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return HAT(HATConfig.preset("tiny")).eval()
-
-
 FAST = {"workers": 0, "progress": False, "batch_size": 25}
 
 
 @pytest.fixture(scope="module")
-def encoded(model, split):
-    return encode(model, split, **FAST)
+def encoded(tiny_model, split):
+    return encode(tiny_model, split, **FAST)
 
 
-def test_rerank_evaluate_reports_recalls_pairs_and_times(model, split):
-    result = rerank_evaluate(model, split, k=4, **FAST)  # encodes the split itself
+def test_rerank_evaluate_reports_recalls_pairs_and_times(tiny_model, split):
+    result = rerank_evaluate(tiny_model, split, k=4, **FAST)  # encodes the split itself
     for key in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum", "xattn_pairs"):
         assert key in result
     info = result["info"]
@@ -138,32 +132,32 @@ def test_rerank_evaluate_reports_recalls_pairs_and_times(model, split):
     assert info["first_stage_s"] >= 0 and info["rerank_s"] >= 0 and info["encode_s"] > 0 and info["k"] == 4
 
 
-def test_rerank_evaluate_with_every_candidate_equals_full_scoring(model, split, encoded):
-    full = similarity(model, encoded, progress=False)
-    reranked = rerank_evaluate(model, split, k=50, return_sims=True, encoded=encoded, **FAST)
+def test_rerank_evaluate_with_every_candidate_equals_full_scoring(tiny_model, split, encoded):
+    full = similarity(tiny_model, encoded, progress=False)
+    reranked = rerank_evaluate(tiny_model, split, k=50, return_sims=True, encoded=encoded, **FAST)
     torch.testing.assert_close(reranked["i2t_sims"], full, atol=1e-5, rtol=0)
     expected = recall_at_k(full)
     for key in ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r10", "rsum", "i2t_medr", "t2i_meanr"):
         assert reranked[key] == pytest.approx(expected[key])
-    folds = rerank_evaluate(model, split, k=50, protocol="coco1k", fold_images=5, encoded=encoded, **FAST)
+    folds = rerank_evaluate(tiny_model, split, k=50, protocol="coco1k", fold_images=5, encoded=encoded, **FAST)
     expected = coco_1k(full, fold_images=5)
     assert folds["i2t_r1"] == pytest.approx(expected["i2t_r1"]) and folds["t2i_r5"] == pytest.approx(expected["t2i_r5"])
     assert folds["info"]["full_pairs"] == 2 * 5 * 25
 
 
-def test_rerank_curve_has_a_full_row_and_one_per_k(model, split, encoded):
-    rows = rerank_curve(model, split, ks=(1, 4), encoded=encoded, **FAST)
+def test_rerank_curve_has_a_full_row_and_one_per_k(tiny_model, split, encoded):
+    rows = rerank_curve(tiny_model, split, ks=(1, 4), encoded=encoded, **FAST)
     assert [row["k"] for row in rows] == [None, 1, 4]
     assert rows[0]["xattn_pairs"] == 10 * 50 and rows[0]["pair_share"] == 1.0
     assert rows[1]["xattn_pairs"] <= rows[2]["xattn_pairs"] < 10 * 50
     assert all(set(row) == {"k", "i2t_r1", "t2i_r1", "rsum", "xattn_pairs", "pair_share", "seconds"} for row in rows)
-    assert rows[0]["i2t_r1"] == pytest.approx(recall_at_k(similarity(model, encoded, progress=False))["i2t_r1"])
+    assert rows[0]["i2t_r1"] == pytest.approx(recall_at_k(similarity(tiny_model, encoded, progress=False))["i2t_r1"])
 
 
-def test_clear_errors(model, split):
+def test_clear_errors(tiny_model, split):
     with pytest.raises(ValueError, match="k must be >= 1"):
         candidates(torch.rand(2, 10), 0)
     with pytest.raises(TypeError, match="one HAT model"):
-        rerank_evaluate([model, model], split, **FAST)
+        rerank_evaluate([tiny_model, tiny_model], split, **FAST)
     with pytest.raises(ValueError, match="unknown protocol"):
-        rerank_evaluate(model, split, protocol="5k", **FAST)
+        rerank_evaluate(tiny_model, split, protocol="5k", **FAST)
