@@ -12,6 +12,7 @@ bytes in use by malloc, sampled every 50 us by a thread).
     python benchmarks/scoring.py --quick              # only 64 images x 320 captions, R=49, W=16, D=256
     python benchmarks/scoring.py --device cuda --dtype bfloat16
     python benchmarks/scoring.py --quick --chunk-sizes 256 1024 4096    # memory against chunk size
+    python benchmarks/scoring.py --quick --no-kernels  # t2i with the torch formulas, not the fused C kernels
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from xattn_vs_loop import per_caption_loop  # noqa: E402  (the release-shaped loop)
 
+from hat_min import kernels  # noqa: E402
 from hat_min.alignment import xattn_similarity  # noqa: E402
 
 SIZES = [  # (images, captions, regions, padded words, width)
@@ -139,14 +141,17 @@ def main() -> None:
                    help="chunk sizes for the memory column (default: --chunk-size)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-loop", action="store_true", help="skip the release-shaped loop (no speed-up column)")
+    p.add_argument("--no-kernels", action="store_true", help="t2i on a CPU with the torch formulas (hat_min.kernels off)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args()
     dtype = getattr(torch, args.dtype)
+    kernels.enabled = not args.no_kernels
     chunks = args.chunk_sizes or [args.chunk_size]
     rate = matmul_rate(args.device, dtype)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device {args.device}, {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load average {load:.2f}; large matmul (same run): {rate:.0f} GFLOP/s")
+    print(f"fused CPU kernels (t2i): {kernels.status()}")
     print(f"{'size (img x cap, R, W, D)':>27} {'dir':>4} {'loop s':>8} {'first s':>8} {'best s':>8} "
           f"{'speed-up':>8} {'GFLOP/s':>8} {'of mm':>6} {'max|diff|':>9} "
           + " ".join(f"{'MB@' + str(c):>8}" for c in chunks))

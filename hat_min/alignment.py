@@ -27,7 +27,10 @@ How it runs close to the one matmul it cannot avoid (all region-word dot product
 - Layouts in which every pass is contiguous or runs over a long inner axis: (captions, words,
   images, regions) in i2t, (images, regions, words, captions) in t2i.
 - Without gradients the passes run in place; with gradients (training) the same formulas run
-  out of place. No compilation: the first call is as fast as the others.
+  out of place.
+- On a CPU, t2i without gradients hands the element-wise work to two fused C passes
+  (``kernels.py``: built once per machine in under a second, then cached), which also halve the
+  Gram product by symmetry. The torch formulas here stay the reference, and the fallback.
 
     sims = xattn_similarity(img_feats, cap_feats, cap_mask, direction="i2t")       # (N_img, N_cap)
     some = xattn_pair_similarity(img_feats, cap_feats, cap_mask, img_idx, cap_idx)  # (P,) those pairs only
@@ -41,10 +44,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import kernels
+
 LEAKY_SLOPE = 0.1
 EPS = 1e-8
 MAX_UNSHIFTED_LAMBDA = 20.0  # above it the softmax subtracts its maximum (exp(2 * 20) fits float32)
 CPU_BLOCK_SCORES = 512 * 49 * 16  # region-word scores per block on a CPU (fastest measured: 512 pairs of R=49, W=16)
+FUSED_BLOCK_SCORES = 1024 * 49 * 16  # the same for the fused t2i kernels (kernels.py): 32 images x 32 captions
+FUSED_CAPTIONS = 32  # captions per block of the fused kernels, which vectorise over the captions
 
 
 def xattn_similarity(
@@ -58,33 +65,38 @@ def xattn_similarity(
     """SCAN similarity of every image with every caption: (N_img, R, D) x (N_cap, W, D) -> (N_img, N_cap)."""
     mask, ends, lam, inplace = _prepare(images, captions, caption_mask, direction, chunk_size, lambda_softmax)
     order = torch.argsort(ends, stable=True)  # captions by length: each block is cut to its longest caption
-    captions = captions[order].masked_fill_(~mask[order, :, None], 0.0)  # padding may hold anything, even NaN
-    mask, ends = mask[order], ends[order].tolist()
     n_img, n_cap = images.shape[0], captions.shape[0]
-    step_i, step_c = _block_shape(n_img, n_cap, _block_pairs(images, captions, chunk_size))
+    fused = direction == "t2i" and kernels.usable(images, captions, lambda_softmax=lam, inplace=inplace)
+    step_i, step_c = _block_shape(n_img, n_cap, _block_pairs(images, captions, chunk_size, fused), fused)
 
     if direction == "i2t":  # regions attend to words
+        captions = captions[order].masked_fill_(~mask[order, :, None], 0.0)  # padding may hold anything, even NaN
+        mask, ends = mask[order], ends[order].tolist()
         grams, region_norms = _gram(captions), _token_norms(images)  # (N_cap, W, W), (N_img, R)
         sims = torch.empty(n_cap, n_img, device=images.device, dtype=torch.float32)  # sorted captions x images
-    else:  # words attend to regions
-        grams, word_norms = _gram(images), _token_norms(captions)  # (N_img, R, R), (N_cap, W)
-        counts = mask.sum(1).float()  # (N_cap,) real words: the mean is over them
-        sims = torch.empty(n_img, n_cap, device=images.device, dtype=torch.float32)  # images x sorted captions
-    for c in range(0, n_cap, step_c):
-        cols, width = slice(c, c + step_c), ends[min(c + step_c, n_cap) - 1]
-        if direction == "i2t":
+        for c in range(0, n_cap, step_c):
+            cols, width = slice(c, c + step_c), ends[min(c + step_c, n_cap) - 1]
             cap, gram = captions[cols, :width].contiguous(), grams[cols, :width, :width].contiguous()  # (bc, w, D)
             pad = ~mask[cols, :width] if lam > MAX_UNSHIFTED_LAMBDA else None
             for i in range(0, n_img, step_i):
                 rows = slice(i, i + step_i)
                 sims[cols, rows] = _i2t_block(images[rows], cap, gram, region_norms[rows], pad, lam, inplace)
-        else:
-            words = captions[cols, :width].transpose(0, 1).contiguous()  # (w, bc, D) word-major
-            norms = word_norms[cols, :width].T.contiguous()  # (w, bc)
-            for i in range(0, n_img, step_i):
-                rows = slice(i, i + step_i)
+        return sims.T[:, torch.argsort(order)]  # back to the caller's caption order
+
+    # t2i: words attend to regions
+    grams, counts = _gram(images), mask[order].sum(1).float()  # (N_img, R, R); (N_cap,) real words, sorted
+    sims = torch.empty(n_img, n_cap, device=images.device, dtype=torch.float32)  # images x sorted captions
+    if fused:  # G's upper triangles in the kernels' layout, and one scratch buffer for all blocks
+        grams = kernels.upper_gram(grams)
+        scratch = images.new_empty(kernels.scratch_size(step_i, images.shape[1], captions.shape[1], step_c))
+    for c, (words, norms) in zip(range(0, n_cap, step_c), _word_major(captions, mask, order, ends, step_c)):
+        cols = slice(c, c + step_c)
+        for i in range(0, n_img, step_i):
+            rows = slice(i, i + step_i)
+            if fused:  # the same formulas in two C passes, written straight into sims
+                kernels.t2i_block(images[rows], words, grams[rows], norms, counts[cols], lam, sims[rows, cols], scratch)
+            else:
                 sims[rows, cols] = _t2i_block(images[rows], words, grams[rows], norms, counts[cols], lam, inplace)
-    sims = sims.T if direction == "i2t" else sims
     return sims[:, torch.argsort(order)]  # back to the caller's caption order
 
 
@@ -110,12 +122,16 @@ def xattn_pair_similarity(
     # pairs sorted by image, then by caption length: runs of one image's captions of similar length
     order = torch.argsort(image_index * (mask.shape[1] + 1) + ends[caption_index], stable=True)
     by_image = image_index[order].tolist()
-    step = _block_pairs(images, captions, chunk_size)
+    fused = direction == "t2i" and kernels.usable(images, captions, lambda_softmax=lam, inplace=inplace)
+    step = _block_pairs(images, captions, chunk_size, fused)
     captions = captions.masked_fill(~mask[..., None], 0.0)  # once, not per block: padding may hold NaN
     if direction == "i2t":  # each caption's Gram matrix once, not once per pair
         region_norms, grams = _token_norms(images), _gram(captions)  # (N_img, R), (N_cap, W, W)
     else:
         word_norms, counts = _token_norms(captions), mask.sum(1).float()  # (N_cap, W), (N_cap,)
+        if fused:
+            scratch = images.new_empty(kernels.scratch_size(1, images.shape[1], captions.shape[1], step))
+            out = images.new_empty(step)
     scores = torch.empty(len(order), device=images.device, dtype=torch.float32)
     start = 0
     while start < len(order):  # a block: one image and up to ``step`` of its captions
@@ -134,7 +150,12 @@ def xattn_pair_similarity(
             words = captions.transpose(0, 1)[:width].index_select(1, ids)  # (w, bc, D) word-major
             norms = word_norms[:, :width].index_select(0, ids).T  # (w, bc)
             context = images[rows]  # (1, R, D)
-            scores[where] = _t2i_block(context, words, _gram(context), norms, counts[ids], lam, inplace)[0]
+            if fused:
+                kernels.t2i_block(context, words.contiguous(), kernels.upper_gram(_gram(context)), norms,
+                                  counts[ids], lam, out[:len(ids)].view(1, -1), scratch)
+                scores[where] = out[:len(ids)]
+            else:
+                scores[where] = _t2i_block(context, words, _gram(context), norms, counts[ids], lam, inplace)[0]
         start = stop
     return scores
 
@@ -243,6 +264,31 @@ def _prepare(images: Tensor, captions: Tensor, caption_mask: Tensor, direction: 
     return mask, _ends(mask), float(lambda_softmax), not _tracked(images, captions)
 
 
+def _word_major(captions: Tensor, mask: Tensor, order: Tensor, ends: Tensor,
+                step: int) -> list[tuple[Tensor, Tensor]]:
+    """Captions in ``order``, in blocks of ``step``, each cut to its longest caption and word-major, from one gather:
+    [((w, bc, D) words with padding zeroed, (w, bc) their norms), ...]."""
+    n_cap, n_words, dim = captions.shape
+    widths = ends[order].tolist()
+    positions = torch.arange(n_words, device=captions.device)
+    index, shapes = [], []
+    for c in range(0, n_cap, step):
+        ids, width = order[c:c + step], widths[min(c + step, n_cap) - 1]
+        index.append((ids[None, :] * n_words + positions[:width, None]).reshape(-1))  # rows of (N_cap * W, D)
+        shapes.append((width, len(ids)))
+    if not index:  # no captions
+        return []
+    index = torch.cat(index)
+    rows = captions.reshape(-1, dim).index_select(0, index)  # (sum of w * bc, D)
+    rows[~mask.reshape(-1)[index]] = 0.0  # padding may hold anything, even NaN
+    norms, blocks, start = _token_norms(rows), [], 0
+    for width, n in shapes:
+        part = slice(start, start + width * n)
+        blocks.append((rows[part].view(width, n, dim), norms[part].view(width, n)))
+        start += width * n
+    return blocks
+
+
 def _token_norms(tokens: Tensor) -> Tensor:
     """L2 norm of every token in float32, half-precision inputs without a float32 copy: (..., D) -> (...)."""
     half = tokens.dtype in (torch.float16, torch.bfloat16)
@@ -265,16 +311,21 @@ def _tracked(images: Tensor, captions: Tensor) -> bool:
     return torch.is_grad_enabled() and (images.requires_grad or captions.requires_grad)
 
 
-def _block_pairs(images: Tensor, captions: Tensor, chunk_size: int) -> int:
+def _block_pairs(images: Tensor, captions: Tensor, chunk_size: int, fused: bool = False) -> int:
     """Pairs per block: ``chunk_size``, and on a CPU at most what keeps a block in the caches."""
     if images.device.type != "cpu":
         return chunk_size
-    return max(1, min(chunk_size, CPU_BLOCK_SCORES // max(1, images.shape[1] * captions.shape[1])))
+    most = FUSED_BLOCK_SCORES if fused else CPU_BLOCK_SCORES
+    return max(1, min(chunk_size, most // max(1, images.shape[1] * captions.shape[1])))
 
 
-def _block_shape(n_img: int, n_cap: int, chunk_size: int) -> tuple[int, int]:
+def _block_shape(n_img: int, n_cap: int, chunk_size: int, fused: bool = False) -> tuple[int, int]:
     """Images and captions per block: at most ``chunk_size`` pairs, about twice as many captions as images
-    (fastest measured, both directions), and blocks of equal size rather than a small remainder."""
+    (fastest measured, both directions), and blocks of equal size rather than a small remainder.
+    The fused kernels vectorise over the captions: 32 of them a block, as many images as fit."""
+    if fused:
+        step_c = max(1, min(n_cap, FUSED_CAPTIONS))
+        return _even_step(n_img, max(1, chunk_size // step_c)), step_c
     step_i = _even_step(n_img, max(1, math.isqrt(max(1, chunk_size // 2))))
     step_c = _even_step(n_cap, max(1, chunk_size // step_i))
     step_i = _even_step(n_img, max(1, chunk_size // step_c))  # give back what the captions did not use
