@@ -1,0 +1,39 @@
+"""TrainConfig: validation, presets, copies."""
+import dataclasses
+import json
+
+import pytest
+
+from hat_min import train
+from hat_min.recipe import TRAIN_PRESETS, TrainConfig
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(optimizer="sgd"), "optimizer"), (dict(schedule="linear"), "schedule"),
+    (dict(negatives="some"), "negatives"), (dict(batch_size=10, grad_accum=3), "grad_accum"),
+    (dict(batch_by_family="sometimes"), "batch_by_family"), (dict(end_loss="softmax"), "end_loss"),
+    (dict(cooldown_steps=-1), "cooldown_steps"),
+])
+def test_invalid_train_configs(bad, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**bad)
+
+
+def test_presets_and_copies():
+    assert set(TRAIN_PRESETS) == {"paper", "demo", "notebook"}
+    assert TrainConfig.preset("paper") == TrainConfig()  # the released recipe is the default
+    paper = TrainConfig()
+    assert (paper.lr, paper.batch_size, paper.optimizer, paper.schedule, paper.negatives) == (1e-4, 58, "adam", "step",
+                                                                                             "hardest")
+    notebook = TrainConfig.preset("notebook")
+    assert notebook.max_steps == 300 and notebook.replace(max_steps=None) == TrainConfig.preset("demo").replace(
+        cooldown_steps=100, val_images=100)
+    assert TrainConfig.preset("demo", lr=1e-3).lr == 1e-3
+    with pytest.raises(ValueError, match="unknown training preset 'fast'"):
+        TrainConfig.preset("fast")
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig.preset("demo").replace(optimizer="sgd")  # a copy is validated again
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        paper.lr = 1.0
+    assert TrainConfig(**json.loads(json.dumps(notebook.to_dict()))) == notebook
+    assert train.TrainConfig is TrainConfig  # hat_min.train keeps exporting it
