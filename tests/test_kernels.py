@@ -4,24 +4,11 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from hat_min import alignment, kernels
+from literal import literal_scan  # tests/literal.py
 
 needs_kernels = pytest.mark.skipif(kernels.library() is None, reason=f"fused kernels {kernels.status()}")
-
-
-def literal_t2i(images, captions, mask, lam):
-    """Words attend to regions, one (image, caption) pair at a time in float64, padding sliced away."""
-    out = torch.zeros(images.shape[0], captions.shape[0], dtype=torch.float64)
-    for i in range(images.shape[0]):
-        for j in range(captions.shape[0]):
-            v, w = images[i].double(), captions[j][mask[j]].double()  # (R, D), (W_j, D)
-            a = F.leaky_relu(w @ v.T, 0.1)  # (W_j, R)
-            a = a / (a.norm(dim=0, keepdim=True) + 1e-8)  # for each region: L2 over the words
-            attended = torch.softmax(lam * a, dim=1) @ v  # (W_j, D)
-            out[i, j] = F.cosine_similarity(w, attended, dim=1, eps=1e-8).mean()
-    return out
 
 
 def features(seed, n_img, n_cap, regions, words, dim, shortest=1):
@@ -59,7 +46,7 @@ def test_fused_matches_literal_and_torch(n_img, n_cap, regions, words, dim, lam)
         fused = alignment.xattn_similarity(images, captions, mask, "t2i", lam)
         reference = torch_path(images, captions, mask, "t2i", lam)
     torch.testing.assert_close(fused, reference, atol=2e-6, rtol=1e-5)
-    assert (fused.double() - literal_t2i(images, captions, mask, lam)).abs().max() < 1e-5
+    assert (fused.double() - literal_scan(images, captions, mask, "t2i", lam)).abs().max() < 1e-5
 
 
 @needs_kernels
@@ -107,7 +94,7 @@ def test_where_the_kernels_do_not_apply():
     # and the results there still come from the torch formulas, which match the literal formula
     images, captions, mask = features(1, 3, 5, 6, 4, 8)
     got = alignment.xattn_similarity(images, captions, mask, "t2i", 30.0)
-    assert (got.double() - literal_t2i(images, captions, mask, 30.0)).abs().max() < 1e-5
+    assert (got.double() - literal_scan(images, captions, mask, "t2i", 30.0)).abs().max() < 1e-5
 
 
 def test_upper_gram_layout_gives_the_quadratic_form():
@@ -159,7 +146,7 @@ def test_a_failed_build_warns_once_and_falls_back(fresh_build, monkeypatch, cc):
     images, captions, mask = features(2, 3, 5, 6, 4, 8)
     with torch.no_grad():
         got = alignment.xattn_similarity(images, captions, mask, "t2i")
-    assert (got.double() - literal_t2i(images, captions, mask, 9.0)).abs().max() < 1e-5
+    assert (got.double() - literal_scan(images, captions, mask, "t2i", 9.0)).abs().max() < 1e-5
     assert not list(fresh_build.rglob("*.so"))
 
 
