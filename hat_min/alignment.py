@@ -151,7 +151,7 @@ def xattn_pair_similarity(
             norms = word_norms[:, :width].index_select(0, ids).T  # (w, bc)
             context = images[rows]  # (1, R, D)
             if fused:
-                kernels.t2i_block(context, words.contiguous(), kernels.upper_gram(_gram(context)), norms,
+                kernels.t2i_block(context, words, kernels.upper_gram(_gram(context)), norms,
                                   counts[ids], lam, out[:len(ids)].view(1, -1), scratch)
                 scores[where] = out[:len(ids)]
             else:

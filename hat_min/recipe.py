@@ -83,7 +83,8 @@ class TrainConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "TrainConfig":
-        """``paper`` (the released recipe) or ``demo`` (a few minutes on a CPU), with fields replaced."""
+        """``paper`` (the released recipe), ``demo`` (a few minutes on a CPU) or ``notebook`` (shorter), with
+        fields replaced."""
         if name not in TRAIN_PRESETS:
             raise ValueError(f"unknown training preset {name!r}; choose one of {sorted(TRAIN_PRESETS)}")
         return dataclasses.replace(TRAIN_PRESETS[name], **overrides)
