@@ -7,6 +7,7 @@ ACM Multimedia 2023. The public API:
     model = HAT(HATConfig.preset("tiny"))          # offline; "minilm" offline too; "paper" needs the hub
 """
 from .alignment import hierarchical_similarity, xattn_similarity
+from .compositional import family_accuracy, family_labels
 from .config import PRESETS, HATConfig
 from .loss import hinge_triplet_loss
 from .metrics import coco_1k, recall_at_k, retrieval_ranks
@@ -18,4 +19,5 @@ __version__ = "0.1.0"
 __all__ = [
     "HAT", "HATConfig", "PRESETS", "OfflineError", "xattn_similarity", "hierarchical_similarity",
     "hinge_triplet_loss", "recall_at_k", "retrieval_ranks", "coco_1k", "pick_device", "autocast",
+    "family_accuracy", "family_labels",
 ]

@@ -22,6 +22,24 @@ from pathlib import Path
 RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 
 
+def _summary(metrics: dict) -> dict:
+    """The last line's numbers: Recall@K, rSum and (on splits with families) every family metric, rounded."""
+    keys = [*RECALL_KEYS, *(k for k in metrics if k.startswith(("family_", "in_family_")))]
+    return {k: round(metrics[k], 2) for k in keys}
+
+
+def _print_tables(rows: dict) -> None:
+    """The Recall@K table and, where the split has families, the within-family table."""
+    from .tables import format_family_table, format_table
+
+    print(format_table(rows))
+    family = format_family_table(rows)
+    if family:
+        print("\nWithin-family accuracy (the right one of 4 scenes with the same words; chance 25 %), and two-way "
+              "by kind of swap (chance 50 %):")
+        print(family)
+
+
 def _parse_value(text: str):
     """A --set value: JSON when it parses (numbers, lists, true), else the plain string."""
     try:
@@ -64,7 +82,7 @@ def cmd_train(args) -> dict:
 
 def cmd_evaluate(args) -> dict:
     from .data import load_splits
-    from .evaluate import evaluate, format_table
+    from .evaluate import evaluate
     from .model import HAT
     from .retrieval import rerank_evaluate
 
@@ -77,7 +95,7 @@ def cmd_evaluate(args) -> dict:
     name = f"{Path(args.checkpoint).name} ({args.protocol})"
     if args.rerank_k is None:
         metrics = evaluate(models if len(models) > 1 else models[0], split, protocol=args.protocol,
-                           device=args.device, batch_size=args.batch_size)
+                           device=args.device, batch_size=args.batch_size, baselines=True)
     else:
         metrics = rerank_evaluate(models[0], split, args.rerank_k, args.protocol, device=args.device,
                                   batch_size=args.batch_size)
@@ -86,8 +104,12 @@ def cmd_evaluate(args) -> dict:
         print(f"cross-attention on {info['xattn_pairs']:,} of {info['full_pairs']:,} pairs "
               f"({info['full_pairs'] / max(1, info['xattn_pairs']):.0f}x fewer); first stage "
               f"{info['first_stage_s']:.2f} s, reranking {info['rerank_s']:.2f} s")
-    print(format_table({name: metrics}))
-    print(json.dumps({**{k: round(metrics[k], 2) for k in RECALL_KEYS}, "xattn_pairs": metrics["xattn_pairs"]}))
+    references = metrics.get("baselines", {})
+    _print_tables({name: metrics, **{f"{ref} (reference)": m for ref, m in references.items()}})
+    line = {**_summary(metrics), "xattn_pairs": metrics["xattn_pairs"]}
+    if references:
+        line["baselines"] = {ref: _summary(m) for ref, m in references.items()}
+    print(json.dumps(line))
     return metrics
 
 
@@ -96,7 +118,7 @@ def cmd_demo(args) -> dict:
 
     from .config import HATConfig
     from .data import load_splits
-    from .evaluate import evaluate, format_table
+    from .evaluate import evaluate
     from .train import TrainConfig, train
     from .viz import save_retrieval_examples
 
@@ -106,13 +128,15 @@ def cmd_demo(args) -> dict:
     train_cfg = TrainConfig.preset("demo", **({"max_steps": args.max_steps} if args.max_steps else {}))
     model, summary = train(model_cfg, train_cfg, data, args.out, device=args.device)
     test = load_splits(data)["test"]
-    metrics = evaluate(model, test, device=args.device, return_sims=True)
+    metrics = evaluate(model, test, device=args.device, return_sims=True, baselines=True)
     picture = save_retrieval_examples(test, metrics["sims"], Path(args.out) / "retrievals.png")
-    print(format_table({f"HAT {args.preset}, generated test split ({len(test)} images)": metrics}))
+    references = {f"{ref} (reference)": m for ref, m in metrics["baselines"].items()}
+    _print_tables({f"HAT {args.preset}, generated test split ({len(test)} images)": metrics, **references})
     print(f"trained {summary['steps']} steps; retrievals drawn in {picture}; "
           f"{time.monotonic() - started:.0f} s in all")
-    result = {k: round(metrics[k], 2) for k in RECALL_KEYS}
-    result.update(checkpoint=str(Path(args.out) / "best"), data=str(data))
+    result = _summary(metrics)
+    result["baselines"] = {ref: _summary(m) for ref, m in metrics["baselines"].items()}
+    result.update(checkpoint=str(Path(args.out) / "best"), data=str(data), seconds=round(time.monotonic() - started))
     print(json.dumps(result))
     return result
 

@@ -42,16 +42,18 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .alignment import xattn_similarity
+from .compositional import bag_of_words_similarity, family_accuracy, family_chance, family_labels
 from .config import HATConfig
-from .metrics import coco_1k, recall_at_k
+from .metrics import chance_recall, coco_1k, recall_at_k
+from .pooling import pooled_embedding
 from .runtime import autocast, pick_device
+from .tables import format_family_table, format_table  # noqa: F401  (part of this module's API)
 
 PROTOCOLS = ("1k", "coco1k", "coco5k")
 GPU_SHARE = 0.5  # features stay in GPU memory when they need at most this share of the free memory
 CPU_CHUNK_SIZE = 1024  # pairs per scoring block on a CPU (xattn_similarity keeps blocks in the caches)
+_POOL_ITEMS = 1024  # items pooled at once: bounds the float32 copy of their tokens
 GPU_CHUNK_SIZE = 8192  # on a GPU: Flickr30K-sized gallery, H100, i2t 3.5 s against 6.2 s with 1024 (benchmarks/)
-_COLUMNS = (("i2t R@1", "i2t_r1"), ("i2t R@5", "i2t_r5"), ("i2t R@10", "i2t_r10"),
-            ("t2i R@1", "t2i_r1"), ("t2i R@5", "t2i_r5"), ("t2i R@10", "t2i_r10"), ("rSum", "rsum"))
 
 
 @dataclass
@@ -137,19 +139,37 @@ def similarity(model_or_config: nn.Module | HATConfig, encoded: Encoded, chunk_s
     return total
 
 
+def global_embeddings(encoded: Encoded) -> tuple[Tensor, Tensor]:
+    """One unit vector per image (N_img, D) and per caption (N_cap, D) (``pooling.pooled_embedding``), float32."""
+    n_img, n_cap = encoded.image_levels[0].shape[0], encoded.mask.shape[0]
+    images = torch.cat([pooled_embedding([f[i : i + _POOL_ITEMS] for f in encoded.image_levels])
+                        for i in range(0, n_img, _POOL_ITEMS)])
+    captions = torch.cat([pooled_embedding([f[i : i + _POOL_ITEMS] for f in encoded.text_levels],
+                                           encoded.mask[i : i + _POOL_ITEMS]) for i in range(0, n_cap, _POOL_ITEMS)])
+    return images, captions
+
+
 def evaluate(models: nn.Module | Sequence[nn.Module], split, protocol: str = "1k", *, batch_size: int = 128,
              device: str | torch.device | None = None, captions_per_image: int = 5, fold_images: int = 1000,
              chunk_size: int | None = None, image_block: int = 256, progress: bool = True,
-             return_sims: bool = False, tokenizer=None, workers: int | None = None) -> dict[str, Any]:
+             return_sims: bool = False, tokenizer=None, workers: int | None = None,
+             baselines: bool = False) -> dict[str, Any]:
     """Recall@K of one model, or of an ensemble (the sum of its models' similarities), under ``protocol``.
 
-    Returns the metrics of ``hat_min.metrics`` (i2t_r1 ... t2i_r10, rsum, medr, meanr), the pairs
+    Returns the metrics of ``hat_min.metrics`` (i2t_r1 ... t2i_r10, rsum, medr, meanr), on splits
+    with families of hard negatives (the generated scenes) the within-family accuracies of
+    ``hat_min.compositional`` (family_i2t, family_t2i, per kind of swap, in_family_*), the pairs
     scored with cross-attention "xattn_pairs" (N_img * N_cap), timings and memory under "info", and
     with ``return_sims`` the summed matrix "sims" and each model's "model_sims".
+
+    ``baselines``: also "baselines", the same metrics of references on the same split: "pooled"
+    (the same model's pooled global embeddings: a dual encoder), "bag of words" (a scorer that
+    sees only the scene words; generated scenes only) and "chance".
     """
     models = _as_list(models)
     _check_protocol(protocol, len(split), fold_images)
-    total, per_model = None, []
+    labels = family_labels(split)
+    total, per_model, pooled = None, [], None
     info: dict[str, Any] = {"protocol": protocol, "models": len(models), "n_images": len(split),
                             "n_captions": len(split) * captions_per_image, "encode_s": 0.0, "score_s": 0.0,
                             "feature_bytes": 0}
@@ -161,10 +181,16 @@ def evaluate(models: nn.Module | Sequence[nn.Module], split, protocol: str = "1k
         info["encode_s"] += middle - start
         info["score_s"] += time.perf_counter() - middle
         info["feature_bytes"] = max(info["feature_bytes"], encoded.nbytes)
+        if baselines:
+            img, cap = global_embeddings(encoded)
+            cosines = (img @ cap.T).cpu()  # (N_img, N_cap)
+            pooled = cosines if pooled is None else pooled + cosines
         del encoded  # one model's features at a time
         total = sims if total is None else total + sims
         per_model.append(sims)
-    result: dict[str, Any] = _protocol_metrics(total, protocol, captions_per_image, fold_images)
+    result: dict[str, Any] = _metrics(total, protocol, captions_per_image, fold_images, labels)
+    if baselines:
+        result["baselines"] = _baselines(split, pooled, protocol, captions_per_image, fold_images, labels)
     result["xattn_pairs"] = info["xattn_pairs"] = total.numel()  # every pair (each model of an ensemble scores all)
     result["info"] = info
     if return_sims:
@@ -172,19 +198,27 @@ def evaluate(models: nn.Module | Sequence[nn.Module], split, protocol: str = "1k
     return result
 
 
-def format_table(results: dict[str, Any]) -> str:
-    """A Recall@K table (Markdown): one row per model / protocol, R@1 R@5 R@10 for i2t and t2i, and rSum.
+def _metrics(sims: Tensor, protocol: str, captions_per_image: int, fold_images: int,
+             labels) -> dict[str, float]:
+    """Recall@K under the protocol, and the family metrics when the split has families."""
+    result = _protocol_metrics(sims, protocol, captions_per_image, fold_images)
+    if labels is not None:
+        result.update(family_accuracy(sims, labels, captions_per_image))
+    return result
 
-    ``results`` is one ``evaluate`` result or a dict {row name: result}.
-    """
-    rows = {"result": results} if "rsum" in results else results
-    table = [["model", *(head for head, _ in _COLUMNS)]]
-    table += [[str(name), *(_cell(r.get(key)) for _, key in _COLUMNS)] for name, r in rows.items()]
-    widths = [max(len(line[c]) for line in table) for c in range(len(table[0]))]
-    lines = [[cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(line, widths))]
-             for line in table]
-    lines.insert(1, ["-" * w for w in widths])
-    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+def _baselines(split, pooled: Tensor, protocol: str, captions_per_image: int, fold_images: int,
+               labels) -> dict[str, dict[str, float]]:
+    """The references of ``evaluate(..., baselines=True)``: pooled embeddings, bag of words, chance."""
+    out = {"pooled": _metrics(pooled, protocol, captions_per_image, fold_images, labels)}
+    if labels is not None and "scene" in split.column_names:
+        bow = bag_of_words_similarity(split, captions_per_image)
+        out["bag of words"] = _metrics(bow, protocol, captions_per_image, fold_images, labels)
+    n_img = fold_images if protocol == "coco1k" else len(split)
+    out["chance"] = chance_recall(n_img, captions_per_image)
+    if labels is not None:
+        out["chance"].update(family_chance(labels, captions_per_image))
+    return out
 
 
 # ----------------------------------------------------------------------------- encoding helpers
@@ -240,9 +274,8 @@ def _stored(feats: Tensor, store: torch.device, dtype: torch.dtype) -> Tensor:
 
 def _regions_per_level(model: nn.Module) -> list[int]:
     """Image tokens of each level at the config's image size (used for the memory estimate)."""
-    swin = model.image_encoder
-    reduction = dict(zip(swin.stages, swin.body.feature_info.reduction()))  # stage -> pixels per token side
-    return [(model.config.image_size // reduction[stage]) ** 2 for stage, _ in model.config.levels]
+    regions = model.image_encoder.regions(model.config.image_size)
+    return [regions[stage] for stage, _ in model.config.levels]
 
 
 def default_chunk_size(device: torch.device) -> int:
@@ -329,7 +362,3 @@ def _protocol_metrics(sims: Tensor, protocol: str, captions_per_image: int, fold
     if protocol == "coco1k":
         return coco_1k(sims, captions_per_image, fold_images)
     return recall_at_k(sims, captions_per_image)  # "1k" (Flickr30K) and "coco5k": the whole split
-
-
-def _cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"

@@ -30,13 +30,12 @@ import torch
 from torch import Tensor, nn
 
 from .alignment import xattn_pair_similarity
+from .compositional import family_accuracy, family_labels
 from .config import HATConfig
-from .evaluate import Encoded, _check_protocol, default_chunk_size, encode, similarity
+from .evaluate import Encoded, _check_protocol, default_chunk_size, encode, global_embeddings, similarity
 from .metrics import coco_1k, recall_at_k
-from .pooling import pooled_embedding
 from .runtime import pick_device
 
-_POOL_ITEMS = 1024  # items pooled at once: bounds the float32 copy of their tokens
 _RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 
 
@@ -49,16 +48,6 @@ class Reranked:
     xattn_pairs: int  # pairs scored with cross-attention (the union of both directions' candidates)
     first_stage_s: float
     rerank_s: float
-
-
-def global_embeddings(encoded: Encoded) -> tuple[Tensor, Tensor]:
-    """Unit vectors of the first stage: images (N_img, D) and captions (N_cap, D), float32, on the features' device."""
-    n_img, n_cap = encoded.image_levels[0].shape[0], encoded.mask.shape[0]
-    images = torch.cat([pooled_embedding([f[i : i + _POOL_ITEMS] for f in encoded.image_levels])
-                        for i in range(0, n_img, _POOL_ITEMS)])
-    captions = torch.cat([pooled_embedding([f[i : i + _POOL_ITEMS] for f in encoded.text_levels],
-                                           encoded.mask[i : i + _POOL_ITEMS]) for i in range(0, n_cap, _POOL_ITEMS)])
-    return images, captions
 
 
 def candidates(cosines: Tensor, k: int, fold_images: int | None = None,
@@ -145,6 +134,11 @@ def rerank_evaluate(model: nn.Module, split, k: int = 32, protocol: str = "1k", 
     folds = fold_images if protocol == "coco1k" else None
     ranked = rerank(model.config, encoded, k, chunk_size, folds, device)
     result = _metrics(ranked, protocol, encoded.captions_per_image, fold_images)
+    labels = family_labels(split)
+    if labels is not None:  # each direction's family metrics from its own ranking
+        for direction, sims in (("i2t", ranked.i2t), ("t2i", ranked.t2i)):
+            family = family_accuracy(sims, labels, encoded.captions_per_image)
+            result.update({key: v for key, v in family.items() if f"_{direction}" in key})
     n_img, n_cap = encoded.image_levels[0].shape[0], encoded.mask.shape[0]
     result["xattn_pairs"] = ranked.xattn_pairs
     result["info"] = {"protocol": protocol, "k": k, "n_images": n_img, "n_captions": n_cap,

@@ -10,6 +10,7 @@ from hat_min import HAT, HATConfig
 
 ENV = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
 KEYS = {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"}
+FAMILY = {f"{m}_{d}" for m in ("family", "in_family") for d in ("i2t", "t2i")}
 
 
 def run(*args, timeout=300):
@@ -57,9 +58,28 @@ def test_evaluate_prints_a_table_and_ends_with_json(data, tmp_path):
     HAT(HATConfig.preset("tiny")).save_pretrained(tmp_path / "model")
     out = run("evaluate", "--checkpoint", str(tmp_path / "model"), "--data", str(data))
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "R@1" in out.stdout
+    assert "R@1" in out.stdout and "Within-family accuracy" in out.stdout
+    assert "pooled (reference)" in out.stdout and "bag of words (reference)" in out.stdout
     last = json.loads(out.stdout.strip().splitlines()[-1])
-    assert set(last) == KEYS | {"xattn_pairs"} and last["xattn_pairs"] == 6 * 30  # every pair
+    assert KEYS | FAMILY | {"xattn_pairs", "baselines"} <= set(last) and last["xattn_pairs"] == 6 * 30  # every pair
+    assert "family_i2t_colour" in last or "family_i2t_size" in last or "family_i2t_texture" in last
+    assert set(last["baselines"]) == {"pooled", "bag of words", "chance"}
+    assert last["baselines"]["bag of words"]["in_family_t2i"] == 100.0  # words alone find the family
+    assert last["baselines"]["chance"]["family_i2t"] == pytest.approx(100 / 3, abs=0.1)  # families of 4 and 2
+
+
+def test_evaluate_on_data_without_families_has_no_family_keys(data, tmp_path):
+    import datasets
+
+    plain = tmp_path / "plain"
+    splits = datasets.load_from_disk(str(data))
+    datasets.DatasetDict({k: v.remove_columns(["scene", "family"]) for k, v in splits.items()}).save_to_disk(str(plain))
+    HAT(HATConfig.preset("tiny")).save_pretrained(tmp_path / "model")
+    out = run("evaluate", "--checkpoint", str(tmp_path / "model"), "--data", str(plain))
+    assert out.returncode == 0, out.stderr[-2000:]
+    last = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not any("family" in k for k in last) and "Within-family" not in out.stdout
+    assert set(last["baselines"]) == {"pooled", "chance"}
 
 
 def test_evaluate_with_rerank_k_scores_fewer_pairs(data, tmp_path):
@@ -68,7 +88,7 @@ def test_evaluate_with_rerank_k_scores_fewer_pairs(data, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "rerank top-2" in out.stdout and "pairs" in out.stdout
     last = json.loads(out.stdout.strip().splitlines()[-1])
-    assert set(last) == KEYS | {"xattn_pairs"} and 0 < last["xattn_pairs"] <= 6 * 2 + 30 * 2
+    assert KEYS | FAMILY | {"xattn_pairs"} <= set(last) and 0 < last["xattn_pairs"] <= 6 * 2 + 30 * 2
 
 
 @pytest.mark.parametrize("extra, message", [(["--rerank-k", "0"], "--rerank-k must be >= 1"),
@@ -82,6 +102,7 @@ def test_demo_runs_end_to_end(data, tmp_path):
     out = run("demo", "--data", str(data), "--out", str(tmp_path / "demo"), "--max-steps", "2")
     assert out.returncode == 0, out.stderr[-3000:]
     last = json.loads(out.stdout.strip().splitlines()[-1])
-    assert KEYS <= set(last) and last["data"] == str(data)
+    assert KEYS | FAMILY <= set(last) and last["data"] == str(data)
+    assert {"pooled", "bag of words", "chance"} == set(last["baselines"])
     assert (tmp_path / "demo" / "retrievals.png").stat().st_size > 10_000
     assert HAT.from_pretrained(last["checkpoint"]).config.name == "minilm"

@@ -45,6 +45,25 @@ def test_evaluate_equals_brute_force(models, split, which):
     assert result["info"]["n_images"] == 12 and result["info"]["n_captions"] == 60
 
 
+def test_family_metrics_and_baselines_on_generated_scenes(models, split):
+    from hat_min.compositional import bag_of_words_similarity, family_accuracy, family_labels
+    from hat_min.evaluate import encode, global_embeddings
+
+    model = models[0]
+    result = evaluate(model, split, return_sims=True, baselines=True, **FAST)
+    labels = family_labels(split)
+    expected = family_accuracy(result["sims"], labels)
+    assert {k: result[k] for k in expected} == pytest.approx(expected)
+    img, cap = global_embeddings(encode(model, split, progress=False, workers=0))
+    pooled = result["baselines"]["pooled"]
+    assert pooled["family_t2i"] == pytest.approx(family_accuracy(img @ cap.T, labels)["family_t2i"])
+    assert pooled["i2t_r1"] == pytest.approx(recall_at_k(img @ cap.T)["i2t_r1"])
+    words = result["baselines"]["bag of words"]
+    assert words["family_i2t"] == pytest.approx(family_accuracy(bag_of_words_similarity(split), labels)["family_i2t"])
+    assert result["baselines"]["chance"]["t2i_r1"] == pytest.approx(100 / 12)
+    assert "baselines" not in evaluate(model, split, **FAST)  # only when asked
+
+
 def test_each_image_and_caption_is_encoded_once(models, split, monkeypatch):
     model = models[0]
     seen = {"images": 0, "captions": 0, "text_masks": []}

@@ -82,3 +82,18 @@ def test_coco_1k_is_the_mean_of_folds():
 def test_bad_input(sims, cpi, message):
     with pytest.raises(ValueError, match=message):
         recall_at_k(sims, cpi)
+
+
+@pytest.mark.parametrize("n_img, cpi", [(1, 5), (7, 1), (40, 5), (1000, 5)])
+def test_chance_recall_is_the_mean_over_random_rankings(n_img, cpi):
+    from hat_min.metrics import chance_recall
+
+    expected = chance_recall(n_img, cpi)
+    if n_img <= 40:  # the exact mean over many random score matrices
+        g = torch.Generator().manual_seed(n_img)
+        runs = [recall_at_k(torch.rand(n_img, n_img * cpi, generator=g), cpi) for _ in range(400)]
+        for key in ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r10"):
+            assert sum(r[key] for r in runs) / len(runs) == pytest.approx(expected[key], abs=2.5), key
+    assert expected["t2i_r1"] == pytest.approx(100 / n_img)
+    assert expected["i2t_r1"] == pytest.approx(100 * cpi / (n_img * cpi))
+    assert expected["rsum"] == pytest.approx(sum(v for k, v in expected.items() if k != "rsum"))

@@ -1,0 +1,24 @@
+"""Markdown tables of results: Recall@K columns, and within-family cells "i2t / t2i"."""
+from hat_min.tables import format_family_table, format_table
+
+RECALL = {"i2t_r1": 50.0, "i2t_r5": 80.0, "i2t_r10": 90.0, "t2i_r1": 40.0, "t2i_r5": 70.0, "t2i_r10": 85.0,
+          "rsum": 415.0}
+FAMILY = {"in_family_i2t": 99.5, "in_family_t2i": 98.0, "family_i2t": 71.25, "family_t2i": 70.0,
+          "family_i2t_colour": 90.0, "family_t2i_colour": 88.0, "family_i2t_role": 60.0, "family_t2i_role": 55.5}
+
+
+def test_recall_table_has_a_row_per_result():
+    text = format_table({"HAT": RECALL, "chance": {**RECALL, "i2t_r1": 0.1}})
+    lines = text.splitlines()
+    assert len(lines) == 4 and "rSum" in lines[0] and set(lines[1]) <= {"|", "-", " "}
+    assert "| HAT" in lines[2] and "415.0" in lines[2] and "0.1" in lines[3]
+
+
+def test_family_table_pairs_directions_and_leaves_out_rows_without_families():
+    text = format_family_table({"HAT": {**RECALL, **FAMILY}, "Flickr30K model": RECALL})
+    lines = text.splitlines()
+    assert len(lines) == 3 and "Flickr30K" not in text
+    assert "71.2 / 70.0" in lines[2] and "90.0 / 88.0" in lines[2] and "60.0 / 55.5" in lines[2]
+    assert "colour binding" in lines[0] and "role" in lines[0]
+    assert " - / - " in lines[2]  # a kind absent from the split (no texture swaps here)
+    assert format_family_table({"Flickr30K model": RECALL}) == ""
