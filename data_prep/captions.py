@@ -191,6 +191,22 @@ def parse_caption(text: str) -> dict:
     raise ValueError(f"not a caption of the synthetic grammar: {text!r}")
 
 
+def group_spans(text: str) -> dict[str, tuple[int, int]]:
+    """Where each group's noun phrase lies in a caption: {"subject": (start, end), "object": (start, end)}.
+
+    Character offsets into ``text`` itself, for captions as ``make_captions`` writes them (the
+    subject is the top / left group, whichever comes first in the words).
+    """
+    norm = text.lower().rstrip(".")
+    if norm != " ".join(norm.split()) or "," in norm:
+        raise ValueError(f"group_spans reads the generator's captions, not {text!r}")
+    for _, regex in _PARSERS:
+        m = regex.fullmatch(norm)
+        if m:
+            return {"subject": m.span("F"), "object": m.span("S")}
+    raise ValueError(f"not a caption of the synthetic grammar: {text!r}")
+
+
 # ----------------------------------------------------------------------------- flips
 _LEFT_RIGHT = re.compile(r"\b(left|right)(most|wards?|-hand)?\b", re.IGNORECASE)
 

@@ -36,6 +36,9 @@ class HATConfig:
     # --- image encoder: a timm Swin Transformer -------------------------------------------
     image_model: str = "swin_tiny_patch4_window7_224"  # timm architecture name
     image_pretrained: bool = False  # load the timm/hub weights of image_model (needs internet once)
+    # Offline Swin weights: "scenes_swin" (shipped in hat_min/weights, made by `python -m hat_min.pretrain`)
+    # or the path of a .safetensors file written the same way; None: image_pretrained decides.
+    image_weights: str | None = None
     image_size: int = 64  # input side in pixels (square)
     swin_patch: int | None = None  # pixels per side of a patch token (None: the architecture's, 4)
     swin_embed_dim: int | None = 48  # override Swin's stage-1 width (None: the architecture's)
@@ -56,6 +59,9 @@ class HATConfig:
     text_heads: int = 4  # scratch only: attention heads
     max_text_len: int = 32  # tokens per caption, [CLS] and [SEP] included
     text_dropout: float = 0.1  # BERT's hidden and attention dropout while training (BERT's default)
+    # Offline weights for some of the text encoder's layers: "scenes_minilm" (shipped in hat_min/weights,
+    # MiniLM's top layers taught the generated captions by `python -m hat_min.pretrain text`) or a file.
+    text_weights: str | None = None
     # Run the text encoder in bf16 on CPUs that multiply bf16 in hardware (AVX512-BF16, AMX), its
     # outputs back in fp32: about 2x faster for MiniLM, whose frozen features move by ~1 % (fp32 elsewhere).
     text_bf16_cpu: bool = False
@@ -66,6 +72,10 @@ class HATConfig:
     levels: tuple[tuple[int, int], ...] = ((2, 2), (3, 3), (4, 4))
     level_weights: tuple[float, ...] | None = None  # weight of each level in the sum (None: all 1)
     embed_dim: int = 256  # shared width of the per-level projections
+    # A learned vector per region position (and level) added to the projected image tokens. Swin's
+    # tokens carry no absolute position (window attention is relative), so without it "A above B"
+    # and "B above A" may look alike to region-word attention. Not in the paper (off in "paper").
+    region_position: bool = False
     direction: str = "i2t"  # cross-attention queries: "i2t" regions attend to words; "t2i" reverse
     lambda_softmax: float = 9.0  # inverse temperature of the attention softmax
     margin: float = 0.2  # hinge margin of the triplet loss
@@ -100,6 +110,10 @@ class HATConfig:
         low, high = self.train_crop_scale
         if not 0 < low <= high <= 1 or self.eval_resize_ratio < 1:
             errors.append("train_crop_scale must satisfy 0 < low <= high <= 1 and eval_resize_ratio >= 1")
+        if self.text_weights is not None and self.text_model == SCRATCH:
+            errors.append("text_weights are layers of a pretrained text encoder, not of the scratch one")
+        if self.image_weights is not None and self.image_pretrained:
+            errors.append("image_weights (offline weights) and image_pretrained (hub weights) exclude each other")
         if self.max_text_len < 3:
             errors.append("max_text_len must leave room for [CLS], a word and [SEP]")
         if errors:
@@ -151,8 +165,9 @@ PRESETS: dict[str, HATConfig] = {
     # The pretrained MiniLM-L6 text encoder (6 layers, width 384) with a faster small Swin: 8-px
     # patches and three stages, so that its levels see the same 8x8, 4x4 and 2x2 token grids as
     # tiny's without tiny's costly 16x16 first stage (1.8x less image-encoder time per step).
-    "minilm": HATConfig(name="minilm", text_model=MINILM, swin_patch=8, swin_embed_dim=96, swin_depths=(2, 2, 2),
-                        swin_heads=(3, 6, 12), levels=((1, 2), (2, 4), (3, 6)), text_bf16_cpu=True),
+    "minilm": HATConfig(name="minilm", text_model=MINILM, text_weights="scenes_minilm", image_weights="scenes_swin",
+                        swin_patch=8, swin_embed_dim=96, swin_depths=(2, 2, 2), swin_heads=(3, 6, 12),
+                        levels=((1, 2), (2, 4), (3, 6)), region_position=True, text_bf16_cpu=True),
     # The paper: Swin-B (ImageNet-22k) at 224 px and bert-base-uncased; downloads both.
     "paper": HATConfig(
         name="paper",

@@ -161,11 +161,28 @@ class EpochBatches(Sampler):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.n, generator=g) if self.families is None else _family_order(self.families, g)
         seeds = torch.randint(0, 2**62, (self.n,), generator=g)  # (n,) one augmentation seed per pair
+        if self.families is not None:  # one flip per family and epoch (the seed's lowest bit, see TrainPairs)
+            seeds = _family_flips(seeds, self.families, g)
         per_rank = self.batch_size // self.world
         for b in range(self.start, len(self)):
             batch = order[b * self.batch_size : (b + 1) * self.batch_size]
             mine = batch[self.rank * per_rank : (self.rank + 1) * per_rank]
             yield [(int(i), int(seeds[i])) for i in mine]
+
+
+def _family_flips(seeds: torch.Tensor, families: list[list[list[int]]], g: torch.Generator) -> torch.Tensor:
+    """``seeds`` with the lowest bit (the flip) shared by every pair of a family.
+
+    A horizontal flip turns a "left of" scene into its own role swap: flipping one member of a
+    family and not another would put two pictures of the same scene in a batch as each other's
+    negatives. Flipping whole families keeps every member's swaps what they were.
+    """
+    coins = torch.randint(0, 2, (len(families),), generator=g)  # (n_families,)
+    family_of = torch.empty(len(seeds), dtype=torch.long)
+    for f, family in enumerate(families):
+        for pairs in family:
+            family_of[pairs] = f
+    return (seeds & ~1) | coins[family_of]
 
 
 def _family_order(families: list[list[list[int]]], g: torch.Generator) -> torch.Tensor:

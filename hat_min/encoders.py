@@ -27,6 +27,11 @@ class SwinStages(nn.Module):
         self.body = pretrained.load_image_encoder(config, out_indices=[s - 1 for s in self.stages])
         self.channels = dict(zip(self.stages, self.body.feature_info.channels()))
 
+    def regions(self, image_size: int) -> dict[int, int]:
+        """Tokens of each stage for square images of ``image_size`` pixels: {stage: R}."""
+        reductions = dict(zip(self.stages, self.body.feature_info.reduction()))
+        return {stage: (image_size // reductions[stage]) ** 2 for stage in self.stages}
+
     def forward(self, images: Tensor) -> dict[int, Tensor]:
         maps = self.body(images)  # list of (B, H, W, C): timm's Swin features are channels-last
         return {stage: m.flatten(1, 2) for stage, m in zip(self.stages, maps)}  # (B, H*W, C)

@@ -25,6 +25,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from . import pretrained
@@ -50,14 +51,19 @@ class HAT(nn.Module):
         self.image_norms = nn.ModuleList(nn.LayerNorm(c) for c in channels)
         self.image_proj = nn.ModuleList(nn.Linear(c, config.embed_dim) for c in channels)
         self.text_proj = nn.ModuleList(nn.Linear(self.text_encoder.width, config.embed_dim) for _ in layers)
+        if config.region_position:  # one learned (R_l, D) table per level: where each region lies
+            regions = self.image_encoder.regions(config.image_size)
+            self.region_pos = nn.ParameterList(
+                nn.Parameter(torch.randn(regions[s], config.embed_dim) * 0.02) for s in stages)
 
     def encode_image(self, images: Tensor) -> list[Tensor]:
         """Per-level image tokens: (B, 3, S, S) -> L tensors (B, R_l, D)."""
         stages = self.image_encoder(images)  # {stage: (B, R, C)}
-        return [
-            proj(norm(stages[stage]))
-            for (stage, _), norm, proj in zip(self.config.levels, self.image_norms, self.image_proj)
-        ]
+        feats = [proj(norm(stages[stage]))  # (B, R_l, D)
+                 for (stage, _), norm, proj in zip(self.config.levels, self.image_norms, self.image_proj)]
+        if self.config.region_position:
+            feats = [f + pos for f, pos in zip(feats, self.region_pos)]  # (B, R_l, D) + (R_l, D)
+        return feats
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> list[Tensor]:
         """Per-level word tokens: (B, W) ids and mask -> L tensors (B, W, D); padding is masked later."""

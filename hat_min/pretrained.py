@@ -23,6 +23,9 @@ from torch import nn
 from .config import MINILM, SCRATCH, HATConfig
 
 _TRUE = ("1", "true", "yes", "on")
+SHIPPED_WEIGHTS = "scenes_swin"  # the offline Swin of hat_min/weights (hat_min.pretrain makes it)
+SHIPPED_TEXT_WEIGHTS = "scenes_minilm"  # MiniLM's top layers taught the scenes' captions (hat_min.pretrain_text)
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 class OfflineError(RuntimeError):
@@ -85,7 +88,7 @@ def load_image_encoder(config: HATConfig, out_indices: Sequence[int]) -> nn.Modu
         "window_size": config.swin_window,
     }
     kwargs = {k: v for k, v in overrides.items() if v is not None}
-    return timm.create_model(
+    model = timm.create_model(
         config.image_model,
         pretrained=config.image_pretrained,
         features_only=True,
@@ -94,6 +97,53 @@ def load_image_encoder(config: HATConfig, out_indices: Sequence[int]) -> nn.Modu
         drop_path_rate=config.image_drop_path,
         **kwargs,
     )
+    if config.image_weights is not None:
+        _load_offline_backbone(model, config)
+    return model
+
+
+def weights_path(name: str) -> Path:
+    """The safetensors file of ``HATConfig.image_weights`` / ``text_weights``: a shipped name or a path."""
+    return WEIGHTS_DIR / f"{name}.safetensors" if name in (SHIPPED_WEIGHTS, SHIPPED_TEXT_WEIGHTS) else Path(name)
+
+
+def _read_weights(name: str, prefix: str) -> dict:
+    """The tensors under ``prefix`` of an offline weights file, as float32, with one clear error if unusable."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = weights_path(name)
+    if not path.is_file():
+        hint = ("run `python -m hat_min.pretrain` to make it" if name in (SHIPPED_WEIGHTS, SHIPPED_TEXT_WEIGHTS)
+                else "use the shipped weights or None")
+        raise FileNotFoundError(f"no weights at {path}; {hint}")
+    try:
+        state = load_file(str(path))
+    except SafetensorError as err:
+        raise ValueError(f"{path} is not a readable safetensors file ({err})") from None
+    return {k.removeprefix(prefix): v.float() for k, v in state.items() if k.startswith(prefix)}
+
+
+def _load_offline_layers(model: nn.Module, name: str) -> None:
+    """Replace some of a BertModel's tensors by those of an offline file (``bert.*``, e.g. its top layers)."""
+    layers = _read_weights(name, "bert.")
+    own = model.state_dict()
+    wrong = sorted(k for k in layers if k not in own or layers[k].shape != own[k].shape)
+    if not layers or wrong:
+        raise ValueError(f"the text weights {weights_path(name)} do not fit this text encoder "
+                         f"({len(wrong)} tensors unknown or of another shape, e.g. {wrong[:2]})")
+    model.load_state_dict(layers, strict=False)
+
+
+def _load_offline_backbone(model: nn.Module, config: HATConfig) -> None:
+    """Load offline Swin weights (``backbone.*`` tensors of a hat_min.pretrain file) into a timm Swin."""
+    backbone = _read_weights(config.image_weights, "backbone.")
+    own = model.state_dict()
+    wrong = sorted(k for k in own if k not in backbone or backbone[k].shape != own[k].shape)
+    if not backbone or wrong:
+        raise ValueError(f"the image weights {weights_path(config.image_weights)} do not fit this Swin ({len(wrong)} "
+                         f"tensors missing or of another shape, e.g. {wrong[:2]}); they were made for another architecture")
+    model.load_state_dict({k: backbone[k] for k in own})
 
 
 def load_text_encoder(config: HATConfig) -> nn.Module:
@@ -116,7 +166,10 @@ def load_text_encoder(config: HATConfig) -> nn.Module:
     source = minilm_path() if config.text_model == MINILM else config.text_model
     dropout = {"hidden_dropout_prob": config.text_dropout, "attention_probs_dropout_prob": config.text_dropout}
     with _quiet_transformers():
-        return BertModel.from_pretrained(str(source), add_pooling_layer=False, **dropout)
+        model = BertModel.from_pretrained(str(source), add_pooling_layer=False, **dropout)
+    if config.text_weights is not None:
+        _load_offline_layers(model, config.text_weights)
+    return model
 
 
 def load_tokenizer(config: HATConfig):

@@ -66,7 +66,8 @@ def train(
     run, splits, pairs, tokenizer = _start(model_config, train_config, data_dir, Path(out_dir), resume, device)
     while run.state.step < run.total_steps and not run.out_of_time():
         epoch, done_in_epoch = divmod(run.state.step, run.steps_per_epoch)
-        _set_backbones_trainable(run.model, epoch >= run.cfg.freeze_backbone_epochs, _text_frozen(run))
+        _set_backbones_trainable(run.model, epoch >= run.cfg.freeze_backbone_epochs, _text_frozen(run),
+                                 run.cfg.text_train_layers)
         loader = train_loader(pairs, model_config, run.cfg.batch_size // run.cfg.grad_accum, tokenizer,
                               run.cfg.workers, run.cfg.seed, epoch, start=done_in_epoch * run.cfg.grad_accum,
                               rank=run.rank, world=run.world, device=run.dev, by_family=_by_family(run, pairs))
@@ -199,7 +200,7 @@ def _train_step(model: HAT, batches: list[dict], optimizer, scaler, cfg: TrainCo
     """One optimiser step over ``grad_accum`` micro-batches; returns (loss, in-batch accuracy)."""
     model.train()
     if cfg.freeze_text and model.config.text_model != SCRATCH:
-        model.text_encoder.eval()  # a frozen encoder runs without dropout, and autograd records nothing in it
+        model.text_encoder.eval()  # no dropout; autograd records nothing but its text_train_layers
     optimizer.zero_grad(set_to_none=True)
     loss_name = _loss_name(state, cfg)
     total_loss, accuracy = 0.0, 0.0
@@ -283,8 +284,10 @@ def _validate(run: _Run, val_split, progress: bool) -> None:
         state.best_rsum = metrics["rsum"]
         run.model.save_pretrained(run.out_dir / "best")
     if progress:
+        family = (f", within family i2t {metrics['family_i2t']:.1f} t2i {metrics['family_t2i']:.1f}"
+                  if "family_i2t" in metrics else "")
         tqdm.write(f"step {state.step}: val R@1 i2t {metrics['i2t_r1']:.1f} t2i {metrics['t2i_r1']:.1f} "
-                   f"rsum {metrics['rsum']:.1f} (best {state.best_rsum:.1f})")
+                   f"rsum {metrics['rsum']:.1f} (best {state.best_rsum:.1f}){family}")
 
 
 def _groups(loader, size: int):
@@ -335,8 +338,16 @@ def _text_frozen(run: _Run) -> bool:
     return run.cfg.freeze_text and run.model.config.text_model != SCRATCH
 
 
-def _set_backbones_trainable(model: HAT, trainable: bool, freeze_text: bool = False) -> None:
-    """HAT's freeze schedule: with frozen backbones only the norms and projections learn."""
-    for module, frozen in ((model.image_encoder, not trainable), (model.text_encoder, not trainable or freeze_text)):
-        for p in module.parameters():
-            p.requires_grad_(not frozen)
+def _set_backbones_trainable(model: HAT, trainable: bool, freeze_text: bool = False, text_train_layers: int = 0) -> None:
+    """HAT's freeze schedule: with frozen backbones only the norms and projections learn.
+
+    ``freeze_text`` keeps the text encoder frozen but for its top ``text_train_layers`` layers.
+    """
+    for p in model.image_encoder.parameters():
+        p.requires_grad_(trainable)
+    for p in model.text_encoder.parameters():
+        p.requires_grad_(trainable and not freeze_text)
+    if trainable and freeze_text and text_train_layers:
+        for layer in model.text_encoder.bert.encoder.layer[-text_train_layers:]:
+            for p in layer.parameters():
+                p.requires_grad_(True)

@@ -185,6 +185,25 @@ def test_family_batches_hold_whole_families_and_every_pair_once(splits):
     assert again == batches[3:]
 
 
+def test_family_batches_flip_whole_families(splits):
+    # a flipped "left of" scene is its own role swap: one flip for every member of a family
+    from hat_min.data import EpochBatches
+
+    pairs = TrainPairs(splits["train"], CFG)
+    flips_seen = set()
+    for epoch in range(4):
+        for batch in EpochBatches(len(pairs), 8, seed=0, epoch=epoch, families=pairs.families()):
+            by_family = {}
+            for index, seed in batch:
+                by_family.setdefault(pairs.family_of_row[pairs.pairs[index][0]], set()).add(seed & 1)
+            assert all(len(coins) == 1 for coins in by_family.values())
+            flips_seen |= {c for coins in by_family.values() for c in coins}
+            image, caption, _ = pairs[batch[0]]  # the item follows its seed's coin
+            row, k = pairs.pairs[batch[0][0]]
+            assert (caption != pairs.captions[row][k]) <= bool(batch[0][1] & 1)
+    assert flips_seen == {0, 1}  # families are flipped, and not always
+
+
 def test_splits_without_families_fall_back_to_random_batches():
     ds = datasets.Dataset.from_dict({"image": [{"bytes": _png(Image.new("RGB", (64, 64))), "path": None}] * 2,
                                      "captions": [["a"] * 5] * 2, "image_id": [0, 1], "filename": ["a", "b"]},

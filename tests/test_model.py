@@ -111,3 +111,24 @@ def test_text_bf16_cpu_gives_fp32_features_close_to_fp32(text_batch, monkeypatch
             assert b.dtype == torch.float32
             assert not torch.equal(a, b)  # bf16 did run
             assert (a - b).abs().max() < 0.05 * a.abs().max()
+
+
+def test_region_position_is_what_tells_swapped_places_apart(text_batch):
+    # SCAN averages over regions, so moving image content to other regions cannot change a score;
+    # a learned position per region (region_position) breaks that symmetry.
+    ids, mask = text_batch
+    torch.manual_seed(0)
+    model = HAT(HATConfig.preset("tiny", region_position=True)).eval()
+    plain = HAT(HATConfig.preset("tiny", region_position=False)).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("region_pos")})
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        with_pos, without = model.encode_image(images), plain.encode_image(images)
+        for level, (a, b) in enumerate(zip(with_pos, without)):
+            torch.testing.assert_close(a, b + model.region_pos[level])  # (B, R, D) = content + (R, D)
+        txt = model.encode_text(ids, mask)
+        moved = [f.flip(1) for f in without]  # the same content in other places
+        torch.testing.assert_close(plain.score(moved, txt, mask), plain.score(without, txt, mask))
+        moved_pos = [f.flip(1) + pos for f, pos in zip(without, model.region_pos)]
+        assert not torch.allclose(model.score(moved_pos, txt, mask), model.score(with_pos, txt, mask))
+    assert "region_pos.0" not in plain.state_dict() and HATConfig.preset("paper").region_position is False

@@ -26,8 +26,9 @@ def test_presets_and_copies():
     assert (paper.lr, paper.batch_size, paper.optimizer, paper.schedule, paper.negatives) == (1e-4, 58, "adam", "step",
                                                                                              "hardest")
     notebook = TrainConfig.preset("notebook")
-    assert notebook.max_steps == 300 and notebook.replace(max_steps=None) == TrainConfig.preset("demo").replace(
-        cooldown_steps=100, val_images=100)
+    assert notebook.max_steps == 300 and notebook == TrainConfig.preset("demo").replace(
+        max_steps=300, cooldown_steps=100, val_images=100, batch_by_family="never")
+    assert TrainConfig.preset("demo").batch_by_family == "always"  # whole families of hard negatives per batch
     assert TrainConfig.preset("demo", lr=1e-3).lr == 1e-3
     with pytest.raises(ValueError, match="unknown training preset 'fast'"):
         TrainConfig.preset("fast")

@@ -133,7 +133,7 @@ def test_frozen_backbones_do_not_move(data, tmp_path):
 
 def test_a_frozen_text_encoder_stays_put_while_the_image_encoder_learns(data, tmp_path):
     cfg = FAST.replace(epochs=1, freeze_text=True)
-    model = HATConfig.preset("minilm", text_dropout=0.0, swin_embed_dim=16, swin_depths=(1, 1, 1, 1),
+    model = HATConfig.preset("minilm", text_dropout=0.0, swin_embed_dim=16, swin_depths=(1, 1, 1, 1), image_weights=None,
                              swin_heads=(1, 1, 2, 2), levels=((2, 1), (3, 2), (4, 2)), embed_dim=32)
     torch.manual_seed(cfg.seed)
     initial = HAT(model).state_dict()
@@ -144,6 +144,22 @@ def test_a_frozen_text_encoder_stays_put_while_the_image_encoder_learns(data, tm
     assert not torch.equal(trained["image_encoder.body.patch_embed.proj.weight"],
                            initial["image_encoder.body.patch_embed.proj.weight"])
     assert not torch.equal(trained["text_proj.0.weight"], initial["text_proj.0.weight"])
+
+
+def test_text_train_layers_trains_only_the_top_layers_of_a_frozen_text_encoder():
+    from hat_min.train import _set_backbones_trainable
+
+    model = HAT(HATConfig.preset("minilm", levels=((1, 2), (2, 4), (3, 6))))
+    _set_backbones_trainable(model, True, freeze_text=True, text_train_layers=2)
+    layers = model.text_encoder.bert.encoder.layer
+    assert all(p.requires_grad for layer in layers[4:] for p in layer.parameters())
+    assert not any(p.requires_grad for layer in layers[:4] for p in layer.parameters())
+    assert not any(p.requires_grad for p in model.text_encoder.bert.embeddings.parameters())
+    assert all(p.requires_grad for p in model.image_encoder.parameters())
+    _set_backbones_trainable(model, False, freeze_text=True, text_train_layers=2)  # the freeze phase wins
+    assert not any(p.requires_grad for p in [*model.image_encoder.parameters(), *model.text_encoder.parameters()])
+    with pytest.raises(ValueError, match="text_train_layers"):
+        TrainConfig(text_train_layers=-1)
 
 
 def test_freeze_text_leaves_a_random_text_encoder_trainable(data, tmp_path):
