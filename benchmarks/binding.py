@@ -34,6 +34,9 @@ VARIANTS = {
     "MiniLM as shipped (no text pretraining)": ({"text_weights": None}, {}),
     "Swin from scratch (no image pretraining)": ({"image_weights": None}, {}),
     "random batches (no family batches)": ({}, {"batch_by_family": "never"}),
+    # the demo as it was before the pretrained encoders (2026-11-27): all of the above left out, 781 steps
+    "previous demo": ({"image_weights": None, "text_weights": None, "region_position": False},
+                      {"batch_by_family": "never", "max_steps": None, "cooldown_steps": 250}),
 }
 
 
