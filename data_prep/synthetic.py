@@ -248,40 +248,6 @@ def render_scene(scene: dict, rng: np.random.Generator, image_size: int = 64, sc
     return canvas.resize((image_size, image_size), Image.LANCZOS)
 
 
-# ----------------------------------------------------------------------------- dense labels
-LABEL_FIELDS = ("colour", "shape", "texture", "size", "count")  # per-patch attributes, 0 = background
-LABEL_CLASSES = {"colour": tuple(COLOURS), "shape": SHAPES, "texture": TEXTURES, "size": SIZES, "count": COUNTS}
-
-
-def patch_labels(scene: dict, grid: int, min_cover: float = 0.15, scale: int = 2) -> np.ndarray:
-    """The attributes of the object under each cell of a grid x grid partition of a scene's image.
-
-    Free dense supervision for pretraining an image encoder (``hat_min.pretrain``): the scene's
-    objects are drawn again as masks, and each cell takes the object that covers most of it
-    (background when none covers ``min_cover`` of the cell). -> (len(LABEL_FIELDS), grid, grid)
-    int64, class index + 1 per field (``LABEL_CLASSES``), 0 for background.
-    """
-    side = scene["image_size"] * scale
-    if side % grid:
-        raise ValueError(f"a {scene['image_size']}-px scene does not split into a {grid}x{grid} grid")
-    labels = np.zeros((len(LABEL_FIELDS), grid, grid), dtype=np.int64)
-    best = np.full((grid, grid), min_cover)
-    cell = side // grid
-    for role in ("subject", "object"):
-        group = scene[role]
-        values = [LABEL_CLASSES[f].index(group[f]) + 1 for f in LABEL_FIELDS]
-        for box in scene["boxes"][role]:
-            x0, y0, x1, y1 = (v * scale for v in box)
-            mask = Image.new("L", (side, side), 0)
-            geometry = _shape_geometry(group["shape"], (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2)
-            _draw_geometry(ImageDraw.Draw(mask), geometry, fill=1)
-            cover = np.asarray(mask, dtype=np.float64).reshape(grid, cell, grid, cell).mean(axis=(1, 3))  # (g, g)
-            won = cover > best
-            best = np.where(won, cover, best)
-            labels[:, won] = np.array(values)[:, None]
-    return labels
-
-
 def _make_row(split: str, index: int, family: int, scene: dict, seed: int, image_size: int) -> dict:
     """Lay out, render and caption one scene; return a dataset row."""
     rng = np.random.default_rng([seed, _SPLIT_ORDER.index(split), index])
@@ -299,38 +265,6 @@ def _make_row(split: str, index: int, family: int, scene: dict, seed: int, image
 
 
 # ----------------------------------------------------------------------------- dataset
-def default_scene_keys(seed: int = 0, n_train: int = 10_000, n_val: int = 500, n_test: int = 1_000) -> set:
-    """The ``scene_key`` of every scene in a dataset that ``generate`` would build (sampled, not rendered)."""
-    seen: set = set()
-    for i, (split, n) in enumerate(zip(_SPLIT_ORDER, (n_test, n_val, n_train))):
-        _split_scenes(n, np.random.default_rng([seed, i, 2**31]), seen)
-    return seen
-
-
-def pretraining_scenes(n: int, seed: int, exclude: set | None = None) -> list[tuple[int, dict]]:
-    """``n`` (family index, scene) pairs of whole families, none of whose scenes is in ``exclude``."""
-    return _split_scenes(n, np.random.default_rng([seed, 99, 2**31]), set(exclude or ()))
-
-
-def labelled_scenes(n: int, seed: int, image_size: int = 64, grid: int = 8, exclude: set | None = None,
-                    progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` rendered scenes (whole families) with their ``patch_labels``, none of whose scenes is in ``exclude``.
-
-    For pretraining an image encoder: -> images (n, S, S, 3) uint8, labels (n, len(LABEL_FIELDS),
-    grid, grid) int64. Deterministic in (n, seed, image_size, grid, exclude).
-    """
-    rows = pretraining_scenes(n, seed, exclude)
-    images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
-    labels = np.empty((n, len(LABEL_FIELDS), grid, grid), dtype=np.int64)
-    for i, (_, scene) in enumerate(tqdm(rows, desc="rendering labelled scenes", unit="img", disable=not progress,
-                                        mininterval=0.5)):
-        rng = np.random.default_rng([seed, 99, i])
-        scene = {**scene, "image_size": image_size, "boxes": _layout(scene, rng, image_size)}
-        images[i] = np.asarray(render_scene(scene, rng, image_size))
-        labels[i] = patch_labels(scene, grid)
-    return images, labels
-
-
 def generate(
     n_train: int = 10_000, n_val: int = 500, n_test: int = 1_000, image_size: int = 64, seed: int = 0,
     progress: bool = True,

@@ -3,7 +3,7 @@
 HAT never starts from random weights: the paper fine-tunes a Swin-B pretrained on ImageNet-22k.
 Offline there are no vision weights to download, so hat_min makes its own, the same way in
 miniature: supervised pretraining on labels that cost nothing. The scene generator knows which
-object lies under every 8x8-pixel patch (``data_prep.synthetic.patch_labels``: colour, shape,
+object lies under every 8x8-pixel patch (``data_prep.labels.patch_labels``: colour, shape,
 texture, size and count of its group, or background), so the Swin learns dense attribute
 recognition: every stage, through a small linear head per stage, predicts the labels of every
 patch it covers (stage 3's 2x2 tokens each predict the 4x4 patches under them). The heads are
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .config import HATConfig
-from .pretrained import SHIPPED_WEIGHTS, load_image_encoder
+from .pretrained import SHIPPED_WEIGHTS, load_image_encoder, read_weights
 from .runtime import cpu_has_native_bf16
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "weights"
@@ -77,7 +77,7 @@ def backbone_config() -> HATConfig:
 
 def build(config: HATConfig) -> tuple[nn.Module, DenseHeads]:
     """A Swin with every stage as output, and the dense heads on top of it."""
-    from data_prep.synthetic import LABEL_CLASSES, LABEL_FIELDS
+    from data_prep.labels import LABEL_CLASSES, LABEL_FIELDS
 
     n_stages = len(config.swin_depths)
     swin = load_image_encoder(config, out_indices=list(range(n_stages)))
@@ -107,7 +107,7 @@ def accuracy(swin: nn.Module, heads: DenseHeads, images: np.ndarray, labels: np.
              batch: int = 256) -> dict[str, float]:
     """Per field, the share of object cells (not background) whose label the deepest stage predicts, and
     the share of background cells predicted as background ("background"), in percent."""
-    from data_prep.synthetic import LABEL_FIELDS
+    from data_prep.labels import LABEL_FIELDS
 
     swin.eval()
     hits, counts = np.zeros(len(LABEL_FIELDS) + 1), np.zeros(len(LABEL_FIELDS) + 1)
@@ -126,7 +126,7 @@ def accuracy(swin: nn.Module, heads: DenseHeads, images: np.ndarray, labels: np.
 
 def held_out(n: int, config: HATConfig, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The held-out scenes (seed ``HELD_OUT_SEED``), apart from the retrieval data."""
-    from data_prep.synthetic import default_scene_keys, labelled_scenes
+    from data_prep.labels import default_scene_keys, labelled_scenes
 
     grid = config.image_size // (config.swin_patch or 4)
     return labelled_scenes(n, HELD_OUT_SEED, config.image_size, grid, default_scene_keys(), progress)
@@ -135,7 +135,7 @@ def held_out(n: int, config: HATConfig, progress: bool = False) -> tuple[np.ndar
 def pretrain(out: str | Path = DEFAULT_OUT, steps: int = 4000, batch_size: int = 64, lr: float = 2e-3,
              n_images: int = 40_000, seed: int = 1, held_out_images: int = 2000, progress: bool = True) -> dict:
     """Pretrain the backbone on labelled scenes, write ``scenes_swin.safetensors`` and its JSON card; return the card."""
-    from data_prep.synthetic import default_scene_keys, labelled_scenes
+    from data_prep.labels import default_scene_keys, labelled_scenes
 
     started = time.monotonic()
     config = backbone_config()
@@ -165,7 +165,7 @@ def pretrain(out: str | Path = DEFAULT_OUT, steps: int = 4000, batch_size: int =
         schedule.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
     return save(out, swin, heads, config, {
-        "data": {"generator": "data_prep.synthetic.labelled_scenes", "images": n_images, "seed": seed,
+        "data": {"generator": "data_prep.labels.labelled_scenes", "images": n_images, "seed": seed,
                  "held_out_seed": HELD_OUT_SEED,
                  "image_size": config.image_size, "label_grid": grid,
                  "excluded": "every scene of the default generated dataset (seed 0: 10,000 / 500 / 1,000)"},
@@ -218,13 +218,10 @@ ARCH_FIELDS = ("image_model", "image_size", "swin_patch", "swin_embed_dim", "swi
 
 def load(weights: str | Path, config: HATConfig | None = None) -> tuple[nn.Module, DenseHeads]:
     """The pretrained Swin and its dense heads from a weights file (float32, eval mode)."""
-    from safetensors.torch import load_file
-
     config = config or backbone_config()
     swin, heads = build(config)
-    state = load_file(str(weights))
-    swin.load_state_dict({k.removeprefix("backbone."): v.float() for k, v in state.items() if k.startswith("backbone.")})
-    heads.load_state_dict({k.removeprefix("heads."): v.float() for k, v in state.items() if k.startswith("heads.")})
+    swin.load_state_dict(read_weights(str(weights), "backbone."))
+    heads.load_state_dict(read_weights(str(weights), "heads."))
     return swin.eval(), heads.eval()
 
 

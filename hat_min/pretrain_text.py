@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .config import HATConfig
-from .pretrained import SHIPPED_TEXT_WEIGHTS, load_text_encoder, load_tokenizer
+from .pretrained import SHIPPED_TEXT_WEIGHTS, load_offline_layers, load_text_encoder, load_tokenizer, read_weights
 from .runtime import cpu_has_native_bf16
 
 TRAIN_LAYERS = (4, 5, 6)  # MiniLM layers (1-based) that pretraining changes and the weights file holds
@@ -46,7 +46,7 @@ def backbone_config() -> HATConfig:
 
 def classes() -> list[int]:
     """Classes per field, background included."""
-    from data_prep.synthetic import LABEL_CLASSES
+    from data_prep.labels import LABEL_CLASSES
 
     return [len(LABEL_CLASSES[f]) + 1 for f in FIELDS[:-1]] + [3]  # place: none, first, second
 
@@ -58,7 +58,7 @@ def labelled_captions(n_scenes: int, seed: int, tokenizer, max_len: int = 32,
     -> input_ids (N, W), attention_mask (N, W), labels (N, W, len(FIELDS)) int64.
     """
     from data_prep.captions import group_spans, make_captions
-    from data_prep.synthetic import LABEL_CLASSES, default_scene_keys, pretraining_scenes
+    from data_prep.labels import LABEL_CLASSES, default_scene_keys, pretraining_scenes
 
     captions, groups = [], []
     for i, (_, scene) in enumerate(tqdm(pretraining_scenes(n_scenes, seed, default_scene_keys()),
@@ -194,13 +194,8 @@ def pretrain_text(out: str | Path, steps: int = 800, batch_size: int = 64, lr: f
 
 def load(weights: str | Path, config: HATConfig | None = None) -> tuple[nn.Module, TokenHeads]:
     """The pretrained text encoder (MiniLM with the file's layers) and its heads, float32, eval mode."""
-    from safetensors.torch import load_file
-
     config = config or backbone_config()
     bert, heads = build(config)
-    state = load_file(str(weights))
-    own = {k.removeprefix("bert."): v.float() for k, v in state.items() if k.startswith("bert.")}
-    if bert.load_state_dict(own, strict=False).unexpected_keys:
-        raise ValueError(f"{weights} holds tensors that MiniLM does not have")
-    heads.load_state_dict({k.removeprefix("heads."): v.float() for k, v in state.items() if k.startswith("heads.")})
+    load_offline_layers(bert, str(weights))
+    heads.load_state_dict(read_weights(str(weights), "heads."))
     return bert.eval(), heads.eval()

@@ -107,7 +107,7 @@ def weights_path(name: str) -> Path:
     return WEIGHTS_DIR / f"{name}.safetensors" if name in (SHIPPED_WEIGHTS, SHIPPED_TEXT_WEIGHTS) else Path(name)
 
 
-def _read_weights(name: str, prefix: str) -> dict:
+def read_weights(name: str, prefix: str) -> dict:
     """The tensors under ``prefix`` of an offline weights file, as float32, with one clear error if unusable."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -124,9 +124,9 @@ def _read_weights(name: str, prefix: str) -> dict:
     return {k.removeprefix(prefix): v.float() for k, v in state.items() if k.startswith(prefix)}
 
 
-def _load_offline_layers(model: nn.Module, name: str) -> None:
+def load_offline_layers(model: nn.Module, name: str) -> None:
     """Replace some of a BertModel's tensors by those of an offline file (``bert.*``, e.g. its top layers)."""
-    layers = _read_weights(name, "bert.")
+    layers = read_weights(name, "bert.")
     own = model.state_dict()
     wrong = sorted(k for k in layers if k not in own or layers[k].shape != own[k].shape)
     if not layers or wrong:
@@ -137,7 +137,7 @@ def _load_offline_layers(model: nn.Module, name: str) -> None:
 
 def _load_offline_backbone(model: nn.Module, config: HATConfig) -> None:
     """Load offline Swin weights (``backbone.*`` tensors of a hat_min.pretrain file) into a timm Swin."""
-    backbone = _read_weights(config.image_weights, "backbone.")
+    backbone = read_weights(config.image_weights, "backbone.")
     own = model.state_dict()
     wrong = sorted(k for k in own if k not in backbone or backbone[k].shape != own[k].shape)
     if not backbone or wrong:
@@ -168,7 +168,7 @@ def load_text_encoder(config: HATConfig) -> nn.Module:
     with _quiet_transformers():
         model = BertModel.from_pretrained(str(source), add_pooling_layer=False, **dropout)
     if config.text_weights is not None:
-        _load_offline_layers(model, config.text_weights)
+        load_offline_layers(model, config.text_weights)
     return model
 
 

@@ -74,7 +74,8 @@ def test_caption_token_labels_follow_the_grammar():
 
 
 def test_pretraining_scenes_are_apart_from_the_retrieval_data():
-    from data_prep.synthetic import default_scene_keys, pretraining_scenes, scene_key
+    from data_prep.labels import default_scene_keys, pretraining_scenes
+    from data_prep.synthetic import scene_key
 
     retrieval = default_scene_keys()
     for seed in (CARD["data"]["seed"], pretrain.HELD_OUT_SEED):
@@ -136,7 +137,8 @@ def test_short_pretraining_runs_write_weights_and_true_cards(tmp_path):
 
 
 def test_patch_labels_name_the_objects():
-    from data_prep.synthetic import LABEL_CLASSES, LABEL_FIELDS, flip_scene, generate, patch_labels
+    from data_prep.labels import LABEL_CLASSES, LABEL_FIELDS, patch_labels
+    from data_prep.synthetic import flip_scene, generate
 
     split = generate(n_train=4, n_val=4, n_test=8, progress=False)["test"]
     for raw in split["scene"]:
