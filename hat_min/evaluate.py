@@ -1,6 +1,6 @@
 """Evaluation: encode a split once, score it in blocks, and report Recall@K under the paper's protocols.
 
-Paper: Bin et al. 2023, Sec. 4 (see HAT_METHOD.md, "Evaluation protocol").
+Paper: Bin et al. 2023, evaluation protocol (see docs/method.md, section 7 "Evaluation").
 
 1. ``encode``: every image once and every caption once (captions in length-sorted batches, each
    cut to its longest caption), keeping the per-level token features of the whole split:

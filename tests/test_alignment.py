@@ -1,9 +1,9 @@
-"""xattn_similarity and hierarchical_similarity against a literal, one-pair-at-a-time SCAN."""
+"""xattn_similarity and hierarchical_similarity against the literal, one-pair-at-a-time SCAN of hat_min.reference."""
 import pytest
 import torch
 
 from hat_min.alignment import _block_shape, hierarchical_similarity, xattn_pair_similarity, xattn_similarity
-from literal import literal_scan  # tests/literal.py
+from hat_min.reference import literal_hierarchical, literal_scan
 
 
 def random_inputs(seed, n_img=5, n_cap=7, regions=6, words=5, dim=8, junk=True):
@@ -90,7 +90,7 @@ def test_hierarchical_similarity_is_weighted_sum_of_levels():
     mask = levels[0][2]
     imgs, caps = [lv[0] for lv in levels], [lv[1] for lv in levels]
     weights = [1.0, 0.5, 2.0]
-    expected = sum(w * literal_scan(i, c, mask, "i2t", 9.0) for w, i, c in zip(weights, imgs, caps))
+    expected = literal_hierarchical(imgs, caps, mask, weights, "i2t", 9.0)
     got = hierarchical_similarity(imgs, caps, mask, weights)
     torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(hierarchical_similarity(imgs[:1], caps[:1], mask), xattn_similarity(imgs[0], caps[0], mask))

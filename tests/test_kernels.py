@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hat_min import alignment, kernels
-from literal import literal_scan  # tests/literal.py
+from hat_min.reference import literal_scan
 
 needs_kernels = pytest.mark.skipif(kernels.library() is None, reason=f"fused kernels {kernels.status()}")
 
