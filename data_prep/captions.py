@@ -144,12 +144,13 @@ def _alt(options) -> str:
 _COUNT_OF = {w: n for n, ws in _COUNT_WORDS.items() for w in ws}
 _SIZE_OF = {w: s for s, ws in _SIZE_WORDS.items() for w in ws}
 _TEXTURE_OF = {w: t for d in (_TEXTURE_ADJ, _TEXTURE_WITH) for t, ws in d.items() for w in ws if w}
-_SHAPE_OF = {w: s for s, pairs in _SHAPE_WORDS.items() for pair in pairs for w in pair}
+# every word for a shape, singular and plural ("discs" -> "circle"); hat_min.grounding reads it
+SHAPE_OF = {w: s for s, pairs in _SHAPE_WORDS.items() for pair in pairs for w in pair}
 _TEX_ADJ_RE = _alt(w for ws in _TEXTURE_ADJ.values() for w in ws)
 _TEX_WITH_RE = _alt(w for ws in _TEXTURE_WITH.values() for w in ws)
 _GROUP_NAMED_RE = re.compile(
     rf"(?P<count>{_alt(_COUNT_OF)}) (?P<size>{_alt(_SIZE_OF)})(?: (?P<t1>{_TEX_ADJ_RE}))?"
-    rf" (?P<colour>{_alt(COLOURS)})(?: (?P<t2>{_TEX_ADJ_RE}))? (?P<shape>{_alt(_SHAPE_OF)})"
+    rf" (?P<colour>{_alt(COLOURS)})(?: (?P<t2>{_TEX_ADJ_RE}))? (?P<shape>{_alt(SHAPE_OF)})"
     rf"(?: (?P<t3>{_TEX_WITH_RE}))?"
 )
 _GROUP_RE = re.sub(r"\(\?P<\w+>", "(?:", _GROUP_NAMED_RE.pattern)
@@ -178,7 +179,7 @@ def _parse_group(text: str) -> dict:
     if not m or len(textures) > 1:
         raise ValueError(f"not a group phrase: {text!r}")
     return {"count": _COUNT_OF[m["count"]], "size": _SIZE_OF[m["size"]], "colour": m["colour"],
-            "texture": _TEXTURE_OF[textures[0]] if textures else "plain", "shape": _SHAPE_OF[m["shape"]]}
+            "texture": _TEXTURE_OF[textures[0]] if textures else "plain", "shape": SHAPE_OF[m["shape"]]}
 
 
 def parse_caption(text: str) -> dict:
