@@ -12,16 +12,22 @@ from typing import Any
 
 
 class MetricsLog:
-    """Appends one JSON record per line; a resumed run first drops the records after its checkpoint."""
+    """Appends one JSON record per line; a resumed run first drops the records after its checkpoint.
+
+    The file is rewritten only when that changes it: a finished run opened again (``train_or_load``
+    of a cached run) leaves its log untouched, bytes and modification time alike.
+    """
 
     def __init__(self, path: Path, keep_until: int, enabled: bool = True):
         self.path, self.enabled = Path(path), enabled
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lines = self.path.read_text().splitlines() if self.path.exists() and keep_until else []
-        kept = [l for l in lines if _record_step(json.loads(l)) <= keep_until]
-        self.path.write_text("".join(l + "\n" for l in kept))
+        old = self.path.read_text() if self.path.exists() else None
+        lines = old.splitlines() if old and keep_until else []
+        kept = "".join(l + "\n" for l in lines if _record_step(json.loads(l)) <= keep_until)
+        if kept != old:
+            self.path.write_text(kept)
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:

@@ -10,7 +10,7 @@
   hardest once the model ranks enough of its own batch right: from random initialisation the
   hardest negative alone gives no useful signal, while the sum over all negatives does);
 - progress bars, a one-line summary per epoch, a metrics log (``metrics.jsonl``);
-- validation Recall@K every epoch, the best model kept by rSum (``best/``);
+- validation Recall@K every epoch (and every ``val_every`` steps), the best model kept by rSum (``best/``);
 - resumable checkpoints (``last/``), written atomically; ``resume=True`` continues a killed run and
   reaches the same result as an uninterrupted one on CPU;
 - a non-finite loss stops the run with a clear message, keeping the last good checkpoint;
@@ -71,7 +71,7 @@ def train(
         loader = train_loader(pairs, model_config, run.cfg.batch_size // run.cfg.grad_accum, tokenizer,
                               run.cfg.workers, run.cfg.seed, epoch, start=done_in_epoch * run.cfg.grad_accum,
                               rank=run.rank, world=run.world, device=run.dev, by_family=_by_family(run, pairs))
-        if not _run_epoch(run, loader, epoch, progress, on_step):
+        if not _run_epoch(run, loader, epoch, progress, on_step, splits["val"]):
             continue  # the batches change mid-epoch (families after the switch): a new loader, same epoch
         _validate(run, splits["val"], progress)
         if run.rank == 0:
@@ -95,7 +95,8 @@ def train_or_load(
 
     The run lives in ``cache_dir/<preset>-<hash>``, the hash covering both configs and the data
     folder, so that a changed setting trains anew. A run that was interrupted resumes where it stopped.
-    ``on_step`` is passed to ``train`` (it is never called when the cached run is complete).
+    ``on_step`` is passed to ``train`` (it is never called when the cached run is complete). Loading a
+    complete run writes nothing into its folder (its ``metrics.jsonl`` keeps its bytes and time).
     """
     key = json.dumps([model_config.to_dict(), train_config.to_dict(), str(Path(data_dir).resolve())], sort_keys=True)
     out_dir = Path(cache_dir) / f"{model_config.name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
@@ -159,9 +160,9 @@ def _by_family(run: _Run, pairs: TrainPairs) -> bool:
     return wanted and pairs.family_of_row is not None  # data without families: random batches
 
 
-def _run_epoch(run: _Run, loader, epoch: int, progress: bool, on_step) -> bool:
+def _run_epoch(run: _Run, loader, epoch: int, progress: bool, on_step, val_split) -> bool:
     """Optimiser steps until the epoch ends, the step limit or the time budget (True), or until the
-    batches must change (False); checkpoints on the way."""
+    batches must change (False); checkpoints, and validations every ``val_every`` steps, on the way."""
     cfg, state = run.cfg, run.state
     bar = tqdm(total=min(run.steps_per_epoch, run.total_steps - epoch * run.steps_per_epoch),
                initial=state.step % run.steps_per_epoch, desc=f"epoch {epoch + 1}",
@@ -182,6 +183,8 @@ def _run_epoch(run: _Run, loader, epoch: int, progress: bool, on_step) -> bool:
         run.log.write({"step": state.step, "epoch": epoch + 1, "loss": loss, "objective": objective,
                        "accuracy": accuracy, "lr": lr})
         end = state.step >= run.total_steps or state.step % run.steps_per_epoch == 0 or run.out_of_time()
+        if cfg.val_every and state.step % cfg.val_every == 0 and not end:  # the end validates anyway
+            _validate(run, val_split, progress)
         if state.step % cfg.checkpoint_every == 0 and not end and run.rank == 0:  # the end saves after validation
             run.save_last()
         if on_step is not None:

@@ -8,7 +8,7 @@
     fig = attention_figure(test_split, encoded, cfg, image=0, caption=0, tokenizer=tok)  # word -> patch maps
     fig = embedding_projection(g_img, g_cap, labels)          # PCA of pooled embeddings
     fig = failures_figure(test_split, sims, "t2i")            # the queries whose truth ranks worst
-    ui = explorer(model, test_split, encoded, sims)           # ipywidgets: type a query or pick an image
+    ui = explorer(model, test_split, encoded, sims)           # ipywidgets: type a query; pick an image (id, family)
 
 ``encoded`` is ``hat_min.evaluate.encode(model, split)`` and ``sims`` the (N_img, N_cap) matrix of
 ``hat_min.evaluate.similarity`` (caption j belongs to image j // captions_per_image).
@@ -221,8 +221,8 @@ def attention_figure(split, encoded, config, image: int, caption: int, tokenizer
     scores = level_scores(*pair, mask.cpu(), config.direction, config.lambda_softmax)  # (L,)
     picture = _model_view(split[image]["image"], config)
     side = picture.size[0]
-    fig, axes = plt.subplots(len(maps), len(columns) + 1, figsize=(1.45 * (len(columns) + 1) + 0.6, 1.6 * len(maps) + 0.9),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(maps), len(columns) + 1, figsize=(1.45 * (len(columns) + 1) + 1.2, 1.75 * len(maps) + 1.0),
+                             squeeze=False, layout="constrained")  # constrained: room for titles and colour bars
     for level, (row, m) in enumerate(zip(axes, maps)):
         grids = token_grid(m[columns])  # (words, g, g)
         stage, layer = config.levels[level]
@@ -230,15 +230,18 @@ def attention_figure(split, encoded, config, image: int, caption: int, tokenizer
         top = float(m.max())
         for ax, w, grid in zip(row[1:], columns, grids):
             ax.imshow(picture, extent=(0, side, side, 0), interpolation="nearest")
-            ax.imshow(grid.numpy(), extent=(0, side, side, 0), cmap="inferno", interpolation="nearest", vmin=0, vmax=top,
-                      alpha=(0.1 + 0.8 * grid / top).clamp(0, 1).numpy())  # see-through where the weight is low
+            shown = ax.imshow(grid.numpy(), extent=(0, side, side, 0), cmap="inferno", interpolation="nearest", vmin=0,
+                              vmax=top, alpha=(0.1 + 0.8 * grid / top).clamp(0, 1).numpy())  # see-through where low
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(tokens[w], fontsize=9)
+        bar = fig.colorbar(shown, ax=list(row), shrink=0.85, pad=0.01, aspect=12)  # one scale per level
+        bar.solids.set_alpha(1)
+        bar.ax.tick_params(labelsize=7)
+        bar.set_label("weight", fontsize=8)
     how = ("regions' attention on each word (i2t: each region's weights sum to 1 over the words)"
            if config.direction == "i2t" else "each word's attention over the regions (t2i)")
     fig.suptitle(textwrap.fill(f"image {image}, caption {caption}: \"{text}\"", 110) + f"\n{how}; bright = high",
                  fontsize=9)
-    fig.tight_layout()
     return fig
 
 
@@ -327,7 +330,12 @@ def text_query_figure(split, scores: torch.Tensor, query: str, k: int = 5, truth
 
 
 def explorer(model, split, encoded, sims: torch.Tensor, tokenizer=None, k: int = 5):
-    """An ipywidgets UI: type a query (Enter) to see its top-k images, or pick an image to see its top-k captions."""
+    """An ipywidgets UI: type a query (Enter) to see its top-k images, or pick an image to see its top-k captions.
+
+    An image is picked with the slider, by typing its id, or (splits with a ``family`` column) by
+    family and then member. Nothing is re-encoded: queries are scored against ``encoded``, images
+    read their row of ``sims``.
+    """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
     from IPython.display import display
@@ -337,7 +345,10 @@ def explorer(model, split, encoded, sims: torch.Tensor, tokenizer=None, k: int =
         tokenizer = load_tokenizer(model.config)
     query = widgets.Text(placeholder="e.g. two small red triangles above a large blue circle", continuous_update=False,
                          description="query", layout=widgets.Layout(width="70%"))
-    picker = widgets.IntSlider(0, 0, len(split) - 1, description="image", continuous_update=False)
+    last = len(split) - 1
+    picker = widgets.IntSlider(0, 0, last, description="image", continuous_update=False)
+    image_id = widgets.IntText(0, description="image id", layout=widgets.Layout(width="180px"))
+    note = widgets.Label()
     out = widgets.Output()
 
     def show(draw) -> None:
@@ -351,10 +362,64 @@ def explorer(model, split, encoded, sims: torch.Tensor, tokenizer=None, k: int =
         if change["new"].strip():
             show(lambda: text_query_figure(split, query_scores(model, encoded, change["new"], tokenizer), change["new"], k))
 
+    def on_image(change) -> None:
+        image_id.value = change["new"]
+        show(lambda: image_to_text_figure(split, sims, [change["new"]], k, encoded.captions_per_image))
+
+    def on_id(change) -> None:  # out of range: the nearest image, and a note saying so
+        wanted = change["new"]
+        picker.value = image_id.value = min(max(wanted, 0), last)
+        shown = picker.value
+        note.value = "" if shown == wanted else f"no image {wanted} (ids run from 0 to {last}): showing image {shown}"
+
     query.observe(on_query, names="value")
-    picker.observe(lambda change: show(lambda: image_to_text_figure(split, sims, [change["new"]], k,
-                                                                    encoded.captions_per_image)), names="value")
-    return widgets.VBox([widgets.HBox([query]), picker, out])
+    picker.observe(on_image, names="value")
+    image_id.observe(on_id, names="value")
+    family = _family_picker(split, picker)
+    rows = [widgets.HBox([query]), widgets.HBox([picker, image_id, note])] + ([family] if family else [])
+    return widgets.VBox(rows + [out])
+
+
+def _family_picker(split, picker):
+    """A family dropdown and buttons for its members, kept in step with ``picker`` (the image slider);
+    None when the split has no ``family`` column."""
+    import ipywidgets as widgets
+
+    if "family" not in split.column_names:
+        return None
+    rows_of: dict[int, list[int]] = {}
+    for row, f in enumerate(split["family"]):
+        rows_of.setdefault(f, []).append(row)
+    family_of = {row: f for f, rows in rows_of.items() for row in rows}
+    choose = widgets.Dropdown(options=[(f"family {n} (images {', '.join(map(str, rows_of[f]))})", f)
+                                       for n, f in enumerate(sorted(rows_of))],
+                              value=family_of[picker.value], description="family")
+    members = widgets.ToggleButtons(options=[(f"image {r}", r) for r in rows_of[choose.value]], value=picker.value,
+                                    description="member", style={"button_width": "80px"})
+    refilling = False
+
+    def on_family(change) -> None:  # its members; the image shown stays picked if it is one of them
+        nonlocal refilling
+        rows = rows_of[change["new"]]
+        refilling = True  # new options select their first one on their own: not a pick
+        members.options = [(f"image {r}", r) for r in rows]
+        refilling = False
+        pick = picker.value if picker.value in rows else rows[0]
+        members.value = pick
+        picker.value = pick  # when the new options already selected it, members.value did not change
+
+    def on_member(change) -> None:
+        if not refilling and change["new"] is not None:
+            picker.value = change["new"]
+
+    def on_image(change) -> None:
+        choose.value = family_of[change["new"]]
+        members.value = change["new"]
+
+    choose.observe(on_family, names="value")
+    members.observe(on_member, names="value")
+    picker.observe(on_image, names="value")
+    return widgets.HBox([choose, members])
 
 
 # ----------------------------------------------------------------------------- small helpers

@@ -1,5 +1,7 @@
 """The trainer: resume after a crash, non-finite loss, freeze schedule, curriculum, schedules, checkpoints."""
+import hashlib
 import json
+import os
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from data_prep.synthetic import generate
 from hat_min import HAT, HATConfig
 from hat_min.checkpoint import find_checkpoint
 from hat_min.runlog import read_metrics
-from hat_min.train import NonFiniteLossError, TrainConfig, _optimizer, _scheduler, train
+from hat_min.train import NonFiniteLossError, TrainConfig, _optimizer, _scheduler, train, train_or_load
 
 # A very small HAT so that each test trains in seconds.
 MODEL = HATConfig.preset("tiny", text_dropout=0.0, swin_embed_dim=16, swin_depths=(1, 1, 1, 1), swin_heads=(1, 1, 2, 2),
@@ -57,6 +59,49 @@ def test_resume_after_a_crash_reaches_the_same_result(data, tmp_path, by_family)
     assert [r["step"] for r in steps_resumed] == list(range(1, 7))  # no duplicated records
     assert [r["loss"] for r in steps_resumed] == pytest.approx([r["loss"] for r in steps_whole])
     assert vals_resumed == vals_whole
+
+
+def test_val_every_validates_during_the_epoch_and_resumes_alike(data, tmp_path):
+    cfg = FAST.replace(epochs=3, checkpoint_every=1, val_every=2)  # 2 steps an epoch: 6 steps, validation at 2, 4, 6
+    _, whole = train(MODEL, cfg.replace(epochs=1, val_every=None), data, tmp_path / "plain", progress=False)
+    assert [v["step"] for v in read_metrics(tmp_path / "plain" / "metrics.jsonl")[1]] == [2]  # epoch end only
+    cfg = FAST.replace(epochs=1, max_steps=2, val_every=1)  # one validation mid-epoch, one at the end
+    train(MODEL, cfg, data, tmp_path / "curve", progress=False)
+    assert [v["step"] for v in read_metrics(tmp_path / "curve" / "metrics.jsonl")[1]] == [1, 2]
+    cfg = FAST.replace(epochs=3, max_steps=5, val_every=3, checkpoint_every=1)
+    _, whole = train(MODEL, cfg, data, tmp_path / "whole", progress=False)
+    with pytest.raises(Crash):
+        train(MODEL, cfg, data, tmp_path / "killed", progress=False, on_step=_crash_at(4))
+    _, resumed = train(MODEL, cfg, data, tmp_path / "killed", resume=True, progress=False)
+    vals = read_metrics(tmp_path / "whole" / "metrics.jsonl")[1]
+    assert [v["step"] for v in vals] == [2, 3, 4, 5]  # epoch ends 2, 4; val_every 3; the run's end 5
+    assert read_metrics(tmp_path / "killed" / "metrics.jsonl")[1] == vals
+    assert resumed["best_rsum"] == pytest.approx(whole["best_rsum"])
+
+
+def _listing(folder):
+    """Every file under ``folder``: (size, modification time in ns, sha256)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns,
+                                          hashlib.sha256(p.read_bytes()).hexdigest()) for p in files}
+
+
+def test_loading_a_cached_run_changes_nothing_in_its_folder(data, tmp_path):
+    cfg = FAST.replace(epochs=1)
+    _, trained = train_or_load(MODEL, cfg, data, tmp_path, progress=False)
+    run = tmp_path / trained["out_dir"].rsplit("/", 1)[-1]
+    for path in run.rglob("*"):  # back-date every file: any rewrite would set a new modification time
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    before = _listing(run)
+
+    def no_step(state, model):
+        raise AssertionError("a complete cached run must not train")
+
+    model, loaded = train_or_load(MODEL, cfg, data, tmp_path, progress=False, on_step=no_step)
+    assert _listing(run) == before and "metrics.jsonl" in before
+    assert [p.name for p in tmp_path.iterdir()] == [run.name]
+    assert loaded["steps"] == trained["steps"] and loaded["best_rsum"] == trained["best_rsum"]
+    assert torch.equal(model.image_proj[0].weight, _weights(run / "best")["image_proj.0.weight"])
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):

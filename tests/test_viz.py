@@ -163,10 +163,13 @@ def test_retrieval_figures_draw(split, scored):
 def test_attention_figure_draws_every_level(tiny_model, split, scored, tokenizer):
     encoded, _ = scored
     fig = viz.attention_figure(split, encoded, tiny_model.config, image=1, caption=5, tokenizer=tokenizer, max_words=4)
-    assert len(fig.axes) == len(tiny_model.config.levels) * 5
+    levels = len(tiny_model.config.levels)
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]  # one colour scale per level
+    assert len(bars) == levels and len(fig.axes) == levels * 5 + levels
+    assert all(bar.get_ylabel() == "weight" for bar in bars)
     word = tokenizer.tokenize(split[1]["captions"][0])[0]
     fig = viz.attention_figure(split, encoded, tiny_model.config, 1, 5, tokenizer, words=[word])
-    assert len(fig.axes) == len(tiny_model.config.levels) * 2
+    assert len(fig.axes) == levels * 2 + levels
     with pytest.raises(ValueError, match="not tokens"):
         viz.attention_figure(split, encoded, tiny_model.config, 1, 5, tokenizer, words=["zebra"])
 
@@ -183,10 +186,64 @@ def test_embedding_projection_draws(split):
         viz.embedding_projection(images, captions, colours[:3])
 
 
+def _controls(ui) -> dict:
+    """The explorer's widgets by description ("query", "image", ...), its note under "note"."""
+    import ipywidgets as widgets
+
+    found, todo = {}, [ui]
+    while todo:
+        w = todo.pop()
+        todo.extend(getattr(w, "children", ()))
+        if isinstance(w, widgets.Label):
+            found["note"] = w
+        elif getattr(w, "description", ""):
+            found[w.description] = w
+    return found
+
+
 def test_explorer_answers_a_query_and_an_image(tiny_model, split, scored, tokenizer, capsys):
     encoded, sims = scored
-    ui = viz.explorer(tiny_model, split, encoded, sims, tokenizer, k=3)
-    query, picker = ui.children[0].children[0], ui.children[1]
-    query.value = "two red circles"
-    picker.value = 3
+    ui = _controls(viz.explorer(tiny_model, split, encoded, sims, tokenizer, k=3))
+    ui["query"].value = "two red circles"
+    ui["image"].value = 3
     assert capsys.readouterr().out.count("Figure") == 2  # outside a kernel, display() prints each figure
+
+
+def test_explorer_picks_an_image_by_id_and_by_family(tiny_model, split, scored, tokenizer, monkeypatch):
+    encoded, sims = scored
+    drawn, draw = [], viz.image_to_text_figure  # the images whose figure the explorer shows
+
+    def recorded(split, sims, queries, *args):
+        drawn.append(list(queries))
+        return draw(split, sims, queries, *args)
+
+    monkeypatch.setattr(viz, "image_to_text_figure", recorded)
+    ui = _controls(viz.explorer(tiny_model, split, encoded, sims, tokenizer, k=3))
+    families = sorted(set(split["family"]))
+    rows = [[r for r, f in enumerate(split["family"]) if f == family] for family in families]
+    assert len(rows) == 2 and len(rows[1]) > 2
+
+    ui["image id"].value = rows[1][2]  # typed id: the slider, the family picker and the figure follow
+    assert ui["image"].value == ui["member"].value == rows[1][2] and ui["family"].value == families[1]
+    assert drawn == [[rows[1][2]]] and ui["note"].value == ""
+    ui["image id"].value = 99  # out of range: the last image, and a note
+    assert ui["image"].value == ui["image id"].value == 7 and drawn[-1] == [7]
+    assert "no image 99 (ids run from 0 to 7)" in ui["note"].value
+    ui["image id"].value = -1
+    assert ui["image"].value == 0 and ui["family"].value == families[0] and "no image -1" in ui["note"].value
+
+    ui["family"].value = families[1]  # a family: its first member
+    assert ui["image"].value == ui["image id"].value == rows[1][0] and drawn[-1] == [rows[1][0]]
+    ui["member"].value = rows[1][1]
+    assert ui["image"].value == rows[1][1] and drawn[-1] == [rows[1][1]] and ui["note"].value == ""
+    ui["image"].value = rows[0][1]  # the slider moves the family picker too
+    assert ui["family"].value == families[0] and ui["member"].value == rows[0][1] and ui["image id"].value == rows[0][1]
+    assert drawn == [[rows[1][2]], [7], [0], [rows[1][0]], [rows[1][1]], [rows[0][1]]]  # one figure per pick
+
+
+def test_explorer_without_families_has_no_family_picker(tiny_model, split, scored, tokenizer):
+    encoded, sims = scored
+    ui = _controls(viz.explorer(tiny_model, split.remove_columns("family"), encoded, sims, tokenizer, k=3))
+    assert "family" not in ui and "member" not in ui
+    ui["image id"].value = 5
+    assert ui["image"].value == 5
