@@ -6,13 +6,15 @@ import pytest
 import torch
 
 from data_prep.synthetic import generate
-from hat_min import ablation, recall_at_k
-from hat_min.ablation import (ABLATION_MODEL, ABLATION_TRAIN, HAT_MARK, METRICS, ablation_grid, contrasts,
-                              describe, distinct_configs, grid_table, run_ablation, summarize)
+from hat_min import HATConfig, ablation, recall_at_k
+from hat_min.ablation import (ABLATION_MODEL, ABLATION_TRAIN, FAMILY_METRICS, HAT_MARK, METRICS, ablation_grid,
+                              contrasts, describe, distinct_configs, grid_table, run_ablation, summarize)
+from hat_min.metrics import chance_recall
 
-# A very small model and two training steps: each run takes well under a second.
-MODEL = ABLATION_MODEL.replace(swin_embed_dim=8, swin_depths=(1, 1, 1), swin_heads=(1, 1, 1), text_width=16,
-                               text_heads=1, embed_dim=16)
+# A very small model from scratch (three Swin stages, the token grids of the real base) and two training
+# steps: each run takes well under a second.
+MODEL = HATConfig.preset("tiny", swin_patch=8, swin_embed_dim=8, swin_depths=(1, 1, 1), swin_heads=(1, 1, 1),
+                         levels=((1, 2), (2, 3), (3, 4)), text_width=16, text_heads=1, embed_dim=16)
 TWO_STEPS = ABLATION_TRAIN.replace(max_steps=2, batch_size=8, val_images=4)
 
 
@@ -32,17 +34,17 @@ def _small_grid(base):
 def test_grid_asks_three_questions_of_the_base():
     grid = ablation_grid(ABLATION_MODEL, lambdas=(1, 4))
     assert list(grid) == ["levels", "direction", "lambda"]
-    assert list(grid["levels"]) == ["top 1", "top 2", f"all 3 {HAT_MARK}"]
+    assert list(grid["levels"]) == ["top 1", "top 2", f"all 3 {HAT_MARK}", "no top (2)"]
     assert [c.levels for c in grid["levels"].values()] == [ABLATION_MODEL.levels[-1:], ABLATION_MODEL.levels[-2:],
-                                                          ABLATION_MODEL.levels]
+                                                          ABLATION_MODEL.levels, ABLATION_MODEL.levels[:-1]]
     assert list(grid["lambda"]) == ["lambda 1", "lambda 4", f"lambda 9 {HAT_MARK}"]  # the base's own value added
     assert grid["direction"]["i2t + t2i"] == (ABLATION_MODEL, ABLATION_MODEL.replace(direction="t2i"))
     for group in grid.values():  # HAT's own setting, once per question, marked
         marked = [name for name in group if name.endswith(HAT_MARK)]
         assert len(marked) == 1 and group[marked[0]] == ABLATION_MODEL
-    assert len(distinct_configs(grid)) == 3 + 1 + 2  # levels (the base among them), t2i, lambda 1 and 4
+    assert len(distinct_configs(grid)) == 4 + 1 + 2  # levels (the base among them), t2i, lambda 1 and 4
     table = grid_table(grid)
-    assert len(table) == 3 + 3 + 3 and table.loc[table.variant == "i2t + t2i", "direction"].item() == "i2t + t2i"
+    assert len(table) == 4 + 3 + 3 and table.loc[table.variant == "i2t + t2i", "direction"].item() == "i2t + t2i"
     assert table.loc[table.variant == "top 1", "levels (stage, layer)"].item() == str(ABLATION_MODEL.levels[-1:])
 
 
@@ -74,7 +76,8 @@ def test_rows_are_the_runs_and_ensembles_sum_their_models(monkeypatch, tmp_path)
     runs = run_ablation(_small_grid(base), TWO_STEPS, tmp_path, seeds=(0, 1), progress=False)
     assert len(calls) == 3 * 2  # base, top 1, t2i; each per seed, the base once although in both questions
     assert len(runs) == 4 * 2 and runs.attrs == {"trained": 6, "cached": 0}
-    assert list(runs.columns) == ["question", "variant", "seed", "models", "levels", "direction", "lambda", *METRICS]
+    assert list(runs.columns) == ["question", "variant", "seed", "models", "levels", "direction", "lambda", *METRICS,
+                                  "failed"]  # no family metrics: this split has no families
     assert len(set(calls)) == len(calls)
     row = runs[(runs.variant == "i2t + t2i") & (runs.seed == 1)].iloc[0]
     expected = recall_at_k(sims_of(base, 1) + sims_of(base.replace(direction="t2i"), 1))
@@ -89,8 +92,12 @@ def test_run_ablation_trains_once_and_then_reads_the_cache(data, tmp_path, monke
     grid = _small_grid(MODEL)
     del grid["levels"]["top 1"]  # two configs (i2t, t2i) in three variants
     runs = run_ablation(grid, TWO_STEPS, data, seeds=(0, 1), cache_dir=cache, progress=False)
-    assert runs.shape == (3 * 2, 7 + len(METRICS))
+    family = [c for c in runs.columns if c.startswith("family_")]  # 2 families: the kinds of swap they hold
+    assert {"family_i2t", "family_t2i"} <= set(family) <= set(FAMILY_METRICS)
+    assert runs.shape == (3 * 2, 7 + len(METRICS) + len(family) + 1)
     assert runs[list(METRICS)].notna().all().all() and runs["rsum"].between(0, 600).all()
+    assert runs[family].notna().all().all() and runs[family].stack().between(0, 100).all()
+    assert runs["failed"].dtype == bool
     assert set(runs["seed"]) == {0, 1} and runs.groupby("variant").size().eq(2).all()
     files = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
     assert len([p for p in cache.iterdir() if p.name != "sims"]) == 2 * 2  # one training run per config and seed
@@ -117,21 +124,56 @@ def test_summarize_gives_mean_and_sample_sd_per_variant():
     assert list(table[("seeds", "n")]) == [3, 2, 2]
 
 
-def test_contrasts_against_the_reference():
+def test_contrasts_pair_the_seeds():
     runs = pd.DataFrame({"question": ["q"] * 6, "variant": [f"x {HAT_MARK}"] * 3 + ["y"] * 3, "seed": [0, 1, 2] * 2,
                          "rsum": [10.0, 12.0, 14.0, 20.0, 21.0, 22.0]})
     row = contrasts(runs).iloc[0]  # the reference defaults to the marked variant
-    se = math.sqrt(4 / 3 + 1 / 3)
-    assert (row["variant"], row["reference"]) == ("y", f"x {HAT_MARK}")
+    se = 1 / math.sqrt(3)  # per-seed differences 10, 9, 8: sd 1 over 3 pairs
+    assert (row["variant"], row["reference"], row["pairs"]) == ("y", f"x {HAT_MARK}", 3)
     assert row["difference"] == pytest.approx(9.0) and row["se"] == pytest.approx(se)
     assert row["ratio"] == pytest.approx(9.0 / se) and row["verdict"] == "higher"
     assert describe(row) == (f"**y**: rSum 21.0, 9.0 points above **x {HAT_MARK}** "
-                             f"(se of the difference {se:.1f}; beyond noise: {9.0 / se:.1f} se)")
-    close = runs.assign(rsum=[10.0, 12.0, 14.0, 11.0, 13.0, 15.0])
+                             f"(se of the paired difference {se:.1f}; beyond noise: {9.0 / se:.1f} se)")
+    # a difference the seeds disagree on: +1, 0, +2 -> within noise
+    close = runs.assign(rsum=[10.0, 12.0, 14.0, 11.0, 12.0, 16.0])
     row = contrasts(close, {"q": f"x {HAT_MARK}"}, metric="rsum").iloc[0]
     assert row["verdict"] == "within noise" and "1.0 points above" in describe(row)
+    # pairing removes what the seeds share: a large spread over seeds, a steady difference
+    steady = runs.assign(rsum=[10.0, 50.0, 90.0, 12.0, 52.0, 93.0])
+    row = contrasts(steady).iloc[0]
+    assert row["se"] == pytest.approx(math.sqrt(1 / 3) / math.sqrt(3)) and row["verdict"] == "higher"
     with pytest.raises(ValueError, match="no variant 'z'"):
         contrasts(runs, {"q": "z"})
+
+
+def test_contrasts_agree_with_a_literal_paired_difference():
+    g = torch.Generator().manual_seed(0)
+    values = torch.rand(2, 5, generator=g).double() * 100  # (variant, seed)
+    runs = pd.DataFrame({"question": "q", "variant": [f"r {HAT_MARK}"] * 5 + ["v"] * 5, "seed": list(range(5)) * 2,
+                         "rsum": values.flatten().tolist()})
+    d = values[1] - values[0]
+    row = contrasts(runs).iloc[0]
+    assert row["difference"] == pytest.approx(d.mean().item())
+    assert row["se"] == pytest.approx((d.std() / math.sqrt(5)).item())
+
+
+def test_failed_runs_are_flagged_counted_and_left_out_of_the_pairs(monkeypatch, tmp_path):
+    chance = chance_recall(40)["rsum"]
+
+    def fake_sims(cfg, train_config, data_dir, test, cache_dir):
+        if len(cfg.levels) == 1 and train_config.seed == 1:  # "top 1", seed 1: a collapsed run (all scores equal)
+            return torch.zeros(40, 200), False
+        return torch.eye(40).repeat_interleave(5, dim=1) + 0.01 * torch.rand(40, 200), False  # perfect runs
+
+    monkeypatch.setattr(ablation, "load_splits", lambda path: {"test": None})
+    monkeypatch.setattr(ablation, "_test_sims", fake_sims)
+    runs = run_ablation(_small_grid(MODEL), TWO_STEPS, tmp_path, seeds=(0, 1, 2), progress=False)
+    failed = runs[runs["failed"]]
+    assert list(zip(failed["variant"], failed["seed"])) == [("top 1", 1)]
+    assert failed["rsum"].item() < chance + 0.05 * (600 - chance) and runs.loc[~runs["failed"], "rsum"].eq(600).all()
+    assert summarize(runs).loc[("levels", "top 1"), ("failed", "n")] == 1
+    row = contrasts(runs).set_index("variant").loc["top 1"]
+    assert row["pairs"] == 2 and row["difference"] == pytest.approx(0.0)  # seeds 0 and 2 only
 
 
 def test_clear_errors(tmp_path):

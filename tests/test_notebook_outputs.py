@@ -53,3 +53,43 @@ def test_stamp_notices_a_changed_library_file(tmp_path, monkeypatch):
     before = stamp.source_hash(notebook)
     (tmp_path / "hat_min" / "a.py").write_text("x = 2\n")
     assert stamp.source_hash(notebook) != before
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_outputs_read_well_without_a_kernel(path):
+    # GitHub, nbviewer and untrusted JupyterLab show widgets as "VBox(children=...)" and bars as "0%| | 0/10000"
+    notebook = json.loads(path.read_text())
+    assert not stamp.residue(notebook), f"{path.name}: {stamp.residue(notebook)}; run `make notebooks`"
+    # Jupyter's own kernelspec: opening the notebook does not mark it modified
+    assert notebook["metadata"].get("kernelspec") == stamp.KERNELSPEC
+
+
+def _stream(name, text):
+    return {"output_type": "stream", "name": name, "text": text}
+
+
+def test_clean_outputs_drops_bars_keeps_the_rest():
+    bar_widget = {"output_type": "display_data", "metadata": {},
+                  "data": {"text/plain": "decoding images:   0%|          | 0/10000 [00:00<?, ?img/s]",
+                           stamp.WIDGET: {"model_id": "x", "version_major": 2, "version_minor": 0}}}
+    explorer = {"output_type": "display_data", "metadata": {},
+                "data": {"text/plain": "VBox(children=(HBox(children=(Text(value=''",
+                         stamp.WIDGET: {"model_id": "y", "version_major": 2, "version_minor": 0}}}
+    text_bar = _stream("stderr", "scoring:  50%|#####     | 5/10 [00:01<00:01, 4.2block/s]\r"
+                                 "scoring: 100%|##########| 10/10 [00:02<00:00, 4.5block/s]\n")
+    warning = _stream("stderr", "UserWarning: something worth reading\n")
+    mixed = _stream("stderr", "epoch 1:  10%|#         | 1/10 [00:01<00:09, 1.0it/s]\rstep 100: val R@1 9.0\n")
+    figure = {"output_type": "display_data", "metadata": {}, "data": {"image/png": "AAAA", "text/plain": "<Figure>"}}
+    notebook = {"metadata": {"widgets": {"state": {}}},
+                "cells": [{"cell_type": "code", "outputs": [bar_widget, text_bar, figure]},
+                          {"cell_type": "code", "outputs": [explorer, warning, mixed]},
+                          {"cell_type": "markdown", "source": "prose"}]}
+    assert len(stamp.residue(notebook)) == 5
+    stamp.clean_outputs(notebook)
+    assert stamp.residue(notebook) == []
+    assert notebook["cells"][0]["outputs"] == [figure]
+    explorer_note, kept_warning, kept_line = notebook["cells"][1]["outputs"]
+    assert "run the notebook" in explorer_note["text"]
+    assert kept_warning == warning
+    assert kept_line["text"] == "step 100: val R@1 9.0\n"
+    assert "widgets" not in notebook["metadata"]
