@@ -140,6 +140,7 @@ def execute(path: Path) -> float:
     nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}}).execute()
     clean_outputs(notebook)
+    notebook = nbformat.from_dict(notebook)  # the outputs clean_outputs rebuilt are plain dicts
     notebook.metadata["kernelspec"] = dict(KERNELSPEC)
     notebook.metadata[KEY] = {"source_hash": source_hash(notebook)}
     tmp = path.with_suffix(".ipynb.tmp")
