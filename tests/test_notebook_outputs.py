@@ -93,3 +93,14 @@ def test_clean_outputs_drops_bars_keeps_the_rest():
     assert kept_warning == warning
     assert kept_line["text"] == "step 100: val R@1 9.0\n"
     assert "widgets" not in notebook["metadata"]
+
+
+def test_a_cleaned_notebook_can_be_written():
+    nbformat = pytest.importorskip("nbformat")
+    explorer = nbformat.v4.new_output("display_data", data={"text/plain": "VBox(children=(HBox(", stamp.WIDGET: {}})
+    cell = nbformat.v4.new_code_cell("ui", outputs=[explorer, nbformat.v4.new_output("stream", name="stderr",
+                                                                                     text="a  10%|#  | 1/10 [00:01<00:09]\nkept\n")])
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    stamp.clean_outputs(notebook)
+    text = nbformat.writes(nbformat.from_dict(notebook))  # what stamp.execute writes
+    assert "run the notebook" in text and "kept" in text and "10%|" not in text
