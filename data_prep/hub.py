@@ -14,8 +14,13 @@ Sources (tried in order; `--repo/--config/--revision` pick another copy with a s
   files are kept, partial `.part` files are continued with HTTP range requests), a Karpathy
   JSON is written next to them and `data_prep.karpathy` builds OUT (checking every image).
 
+A source that loads but whose split sizes differ from the protocol is skipped for the next one
+(unless `--ignore-sizes`); when no source works, one line lists each source and why, exit code 1.
+
 Offline (HF_HUB_OFFLINE=1, or no TCP connection to huggingface.co:443 within 3 s) it stops at
-once with one sentence that names the offline alternative, exit code 2.
+once with one sentence that names the offline alternative, exit code 2. `--repo` may also name a
+local folder holding a copy of a source's files (e.g. its parquet files as on the hub, read by
+`datasets.load_dataset(folder)`); the hub is then not contacted for it (COCO images still are).
 
 Run:
     python -m data_prep.hub --dataset flickr30k --out data/f30k
@@ -45,6 +50,8 @@ from data_prep._common import (
     DataPrepError,
     check_out,
     dataset_from_rows,
+    empty_splits,
+    empty_splits_warning,
     folder_size,
     image_cell,
     run_cli,
@@ -63,9 +70,17 @@ _ID_COLUMNS = ("imgid", "img_id", "image_id", "cocoid", "id")
 class HubSource:
     """Where a dataset lives on the hub."""
 
-    repo: str
+    repo: str  # a hub id, or a local folder with the same files
     config: str | None = None
     revision: str | None = None
+
+    @property
+    def local(self) -> bool:
+        """Whether `repo` is a local folder (`datasets.load_dataset` then reads it, offline)."""
+        return Path(self.repo).is_dir()
+
+    def __str__(self) -> str:
+        return self.repo + (f" ({self.config})" if self.config else "") + (f"@{self.revision}" if self.revision else "")
 
 
 SOURCES = {
@@ -107,15 +122,38 @@ def require_hub(timeout: float = 3.0) -> None:
         raise HubUnreachable(why)
 
 
-def load_hub_dataset(name: str, source: HubSource | None = None) -> datasets.DatasetDict:
-    """Load the first source of `name` that works (or `source`) with `datasets.load_dataset`."""
-    errors = []
+def _first_line(err: BaseException) -> str:
+    """`TypeName: first line of the message` of an exception."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def hub_sizes(hub: datasets.DatasetDict) -> dict[str, int]:
+    """Images per split (train/val/test, restval counted in train) of loaded hub data."""
+    return {s: len(v) for s, v in split_indices(hub).items()}
+
+
+def load_hub_dataset(name: str, source: HubSource | None = None, ignore_sizes: bool = False) -> datasets.DatasetDict:
+    """Load the first source of `name` (or `source`) that loads and has the protocol's split sizes.
+
+    A source that fails to load, has an unknown split, or (unless `ignore_sizes`) has other split
+    sizes is skipped; when none is left, one DataPrepError line lists each source and why.
+    """
+    errors, sized = [], False
     for src in (source,) if source else SOURCES[name]:
         try:
-            return datasets.load_dataset(src.repo, src.config, revision=src.revision)
+            hub = datasets.load_dataset(src.repo, src.config, revision=src.revision)
+            problem = size_mismatch(name, hub_sizes(hub))
         except Exception as err:  # network, missing repo, schema: try the next copy
-            errors.append(f"{src.repo}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-    raise DataPrepError(f"could not load {name} from the hub ({' | '.join(errors)})", 1)
+            errors.append(f"{src}: {_first_line(err)}")
+            continue
+        if problem and not ignore_sizes:
+            errors.append(f"{src}: {problem}")
+            sized = True
+            continue
+        return hub
+    hint = "; pass --ignore-sizes to convert anyway" if sized else ""
+    raise DataPrepError(f"no source of {name} could be used ({' | '.join(errors)}){hint}", 1)
 
 
 # ----------------------------------------------------------------------------- schema mapping
@@ -218,13 +256,14 @@ def convert(
                   disable=not progress) as bar:
             splits = {s: dataset_from_rows(_rows(hub, where[s], left_out, bar), BASE_FEATURES, work / "cache")
                       for s in SPLITS}
-        report = {"source": name, "kept": {s: len(d) for s, d in splits.items()}, "left_out": left_out}
+        kept = {s: len(d) for s, d in splits.items()}
+        report = {"source": name, "kept": kept, "empty_splits": empty_splits(kept), "left_out": left_out}
         if left_out and not skip_bad:
             lines = "\n".join(f"  {p['filename']}: {'; '.join(p['reasons'])}" for p in left_out)
             raise DataPrepError(f"{len(left_out)} images have problems; nothing was written "
                                 f"(pass --skip-bad to leave them out):\n{lines}")
         report_json = json.dumps(report, indent=1, ensure_ascii=False)
-        write_dataset(datasets.DatasetDict(splits), work / "dataset", {"report.json": report_json})
+        write_dataset(datasets.DatasetDict(splits), work / "dataset", {"report.json": report_json}, "data_prep.hub")
     return report
 
 
@@ -284,7 +323,7 @@ def build_coco(
     overwrite: bool = False, ignore_sizes: bool = False, workers: int = 16,
 ) -> dict:
     """Download COCO images listed by URL into `image_cache`, then build OUT with data_prep.karpathy."""
-    check_out(out, overwrite)
+    check_out(out, overwrite, {"image cache": image_cache})
     split_file = karpathy_json(hub)
     counts = {s: 0 for s in SPLITS}
     for img in split_file["images"]:
@@ -310,12 +349,13 @@ def build(
     """Fetch `dataset` ('flickr30k' or 'coco') from the hub and write OUT; return the report."""
     if dataset not in SOURCES:
         raise DataPrepError(f"unknown dataset {dataset!r} (choose from {', '.join(SOURCES)})", 2)
-    require_hub(timeout)
-    check_out(out, overwrite)
-    hub = load_hub_dataset(dataset, source)
+    if not all(src.local for src in ((source,) if source else SOURCES[dataset])):
+        require_hub(timeout)
+    default_root = Path(os.environ.get("HAT_MIN_CACHE", Path.home() / ".cache" / "hat_min"))
+    cache = image_cache or default_root / "coco2014"
+    check_out(out, overwrite, {"image cache": cache} if dataset == "coco" else None)
+    hub = load_hub_dataset(dataset, source, ignore_sizes)
     if dataset == "coco":
-        default_root = Path(os.environ.get("HAT_MIN_CACHE", Path.home() / ".cache" / "hat_min"))
-        cache = image_cache or default_root / "coco2014"
         return build_coco(hub, out, cache, skip_bad, overwrite, ignore_sizes)
     return convert(hub, out, dataset, skip_bad, overwrite, ignore_sizes)
 
@@ -345,6 +385,8 @@ def main(argv: list[str] | None = None) -> None:
     kept = report["kept"]
     if report["left_out"]:
         print(f"left out {len(report['left_out'])} images (listed in {Path(a.out) / 'report.json'})")
+    if empty_splits_warning(kept):
+        print(f"warning: {empty_splits_warning(kept)}")
     print(f"wrote {sum(kept.values())} images (train {kept['train']}, val {kept['val']}, "
           f"test {kept['test']}) "
           f"to {a.out} in {time.perf_counter() - start:.1f} s, {folder_size(a.out) / 1e6:.1f} MB")

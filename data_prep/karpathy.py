@@ -31,6 +31,11 @@ with `--skip-bad` the good images are written and OUT/report.json lists every le
 with its reasons (report.json is written in both modes). A malformed split file (bad JSON,
 missing keys, unknown split) or a bad command line stops at once with a one-line error and
 exit code 2.
+
+A split with no images (e.g. a file that lists only test images) is written as an empty split
+with the full schema (it loads; `report.json` lists it under `empty_splits` and the summary
+warns). OUT is replaced (`--overwrite`) only when it is a dataset folder a builder wrote, and
+never when it is or contains IMAGE_ROOT or the split file (see `data_prep/_common.py`).
 """
 from __future__ import annotations
 
@@ -51,6 +56,8 @@ from data_prep._common import (
     DataPrepError,
     check_out,
     dataset_from_rows,
+    empty_splits,
+    empty_splits_warning,
     folder_size,
     image_cell,
     run_cli,
@@ -221,8 +228,8 @@ class _Scan:
 
 def _report(args: dict, kept: dict, scan: _Scan) -> dict:
     """The report.json content."""
-    return {"source": args, "kept": kept, "images_with_fewer_than_5_captions": scan.few_captions,
-            "left_out": scan.left_out}
+    return {"source": args, "kept": kept, "empty_splits": empty_splits(kept),
+            "images_with_fewer_than_5_captions": scan.few_captions, "left_out": scan.left_out}
 
 
 def _problem_lines(left_out: list[dict]) -> str:
@@ -236,13 +243,14 @@ def build(
     overwrite: bool = False, progress: bool = True,
 ) -> dict:
     """Convert a Karpathy split file + image folder into OUT; return the report (see module doc)."""
-    check_out(out, overwrite)
+    inputs = {"image root": image_root, "split file": json_path}
+    check_out(out, overwrite, inputs)
     image_root = Path(image_root)
     if not image_root.is_dir():
         raise DataPrepError(f"image root is not a folder: {image_root}", 2)
     name, entries = read_split_file(json_path)
     args = {"json": str(json_path), "image_root": str(image_root), "dataset": name}
-    with staging(out, overwrite) as work:
+    with staging(out, overwrite, inputs) as work:
         with tqdm(total=len(entries), desc="checking images", unit="img", disable=not progress) as bar:
             scan = _Scan(image_root, skip_bad, bar)
             splits = {s: dataset_from_rows(scan.rows([e for e in entries if e.split == s]), BASE_FEATURES,
@@ -253,7 +261,7 @@ def build(
                                 f"was written (pass --skip-bad to leave them out):\n"
                                 f"{_problem_lines(scan.left_out)}", report)
         write_dataset(datasets.DatasetDict(splits), work / "dataset",
-                      {"report.json": json.dumps(report, indent=1, ensure_ascii=False)})
+                      {"report.json": json.dumps(report, indent=1, ensure_ascii=False)}, builder="data_prep.karpathy")
     return report
 
 
@@ -281,9 +289,10 @@ def main(argv: list[str] | None = None) -> None:
     if report["images_with_fewer_than_5_captions"]:
         few = report["images_with_fewer_than_5_captions"]
         print(f"warning: {few} images have fewer than 5 captions (kept)")
-    warning = size_mismatch(report["source"]["dataset"] or "", report["kept"])
-    if warning:
-        print(f"warning: {warning}")
+    for warning in (size_mismatch(report["source"]["dataset"] or "", report["kept"]),
+                    empty_splits_warning(report["kept"])):
+        if warning:
+            print(f"warning: {warning}")
     kept = report["kept"]
     print(f"wrote {sum(kept.values())} images (train {kept['train']}, val {kept['val']}, "
           f"test {kept['test']}) "

@@ -297,7 +297,8 @@ def build(out: str | Path, overwrite: bool = False, **kwargs) -> Path:
     dsdict = generate(**params)
     params.pop("progress", None)
     meta = json.dumps({"generator": "data_prep.synthetic", **params}, indent=2)
-    return save_dataset(dsdict, out, overwrite=overwrite, extra_files={"synthetic.json": meta})
+    return save_dataset(dsdict, out, overwrite=overwrite, extra_files={"synthetic.json": meta},
+                        builder="data_prep.synthetic")
 
 
 def ensure_default(out: str | Path) -> Path:

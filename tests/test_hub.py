@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from data_prep import DataPrepError, hub
+from data_prep import _common as hub_common
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,3 +158,168 @@ def test_fetch_replaces_a_stale_partial_file(tmp_path):
     assert hub._fetch(source.as_uri(), dest) is None
     assert dest.read_bytes() == source.read_bytes() and not (dest.parent / "a.jpg.part").exists()
     assert hub._fetch((tmp_path / "nope.jpg").as_uri(), tmp_path / "out" / "nope.jpg", retries=1) is not None
+
+
+# ----------------------------------------------------------------------------- local copies of the public sources
+# Offline stand-ins for the hub: tiny parquet files in the exact schema and file layout of each public
+# dataset, loaded through the real path (`datasets.load_dataset(folder)` via `HubSource(folder)`).
+NLPHUJI_FEATURES = datasets.Features({  # nlphuji/flickr30k, flickr30k.py `_info` (config TEST, one split test)
+    "image": datasets.Image(), "caption": datasets.List(datasets.Value("string")),
+    "sentids": datasets.List(datasets.Value("string")), "split": datasets.Value("string"),
+    "img_id": datasets.Value("string"), "filename": datasets.Value("string"),
+})
+UMARU_README = """---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*
+  - split: val
+    path: data/val-*
+  - split: test
+    path: data/test-*
+---
+"""  # umaru97/flickr30k_train_val_test README.md: same features as nlphuji, hub splits train / val / test
+COCO_FEATURES = datasets.Features({  # yerevann/coco-karpathy: Karpathy's dataset_coco.json fields + url, no images
+    "filepath": datasets.Value("string"), "sentids": datasets.List(datasets.Value("int64")),
+    "filename": datasets.Value("string"), "imgid": datasets.Value("int64"), "split": datasets.Value("string"),
+    "sentences": datasets.List(datasets.Value("string")), "cocoid": datasets.Value("int64"),
+    "url": datasets.Value("string"),
+})
+TINY_SIZES = {"train": 2, "val": 1, "test": 2}
+
+
+def _png(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (5, 4), (seed * 37 % 256, 60, 120)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _flickr_rows(splits: list[str], first_id: int) -> dict:
+    """Columns of nlphuji/flickr30k rows: 5 captions, string ids, the Karpathy split in `split`."""
+    ids = range(first_id, first_id + len(splits))
+    return {"image": [{"bytes": _png(i), "path": None} for i in ids],
+            "caption": [[f"image {i} caption {k}" for k in range(5)] for i in ids],
+            "sentids": [[str(5 * i + k) for k in range(5)] for i in ids], "split": list(splits),
+            "img_id": [str(i) for i in ids], "filename": [f"{1000000 + i}.jpg" for i in ids]}
+
+
+def _nlphuji_folder(folder: Path, splits: list[str], first_id: int = 0) -> Path:
+    """nlphuji/flickr30k at refs/convert/parquet: the parquet converter's TEST/test/NNNN.parquet shards."""
+    ds = datasets.Dataset.from_dict(_flickr_rows(splits, first_id), features=NLPHUJI_FEATURES)
+    (folder / "TEST" / "test").mkdir(parents=True)
+    half = len(ds) // 2
+    ds.select(range(half)).to_parquet(str(folder / "TEST" / "test" / "0000.parquet"))
+    ds.select(range(half, len(ds))).to_parquet(str(folder / "TEST" / "test" / "0001.parquet"))
+    return folder
+
+
+def _umaru_folder(folder: Path, splits: list[str], first_id: int = 0) -> Path:
+    """umaru97/flickr30k_train_val_test: data/{train,val,test}-00000-of-00001.parquet plus its README configs."""
+    (folder / "data").mkdir(parents=True)
+    (folder / "README.md").write_text(UMARU_README)
+    rows = _flickr_rows(splits, first_id)
+    for name in ("train", "val", "test"):
+        keep = [i for i, s in enumerate(splits) if s == name]
+        part = datasets.Dataset.from_dict({k: [v[i] for i in keep] for k, v in rows.items()}, features=NLPHUJI_FEATURES)
+        part.to_parquet(str(folder / "data" / f"{name}-00000-of-00001.parquet"))
+    return folder
+
+
+@pytest.fixture
+def offline_sources(tmp_path, monkeypatch):
+    """Keep the datasets cache in tmp and relax the protocol sizes to TINY_SIZES (the check still runs)."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    monkeypatch.setitem(hub_common.PROTOCOL_SIZES, "flickr30k", TINY_SIZES)
+    monkeypatch.setitem(hub_common.PROTOCOL_SIZES, "coco", {"train": 3, "val": 1, "test": 1})
+    return tmp_path
+
+
+def _check_flickr_output(out: Path, first_id: int = 0) -> None:
+    loaded = datasets.load_from_disk(str(out))
+    assert {s: len(d) for s, d in loaded.items()} == TINY_SIZES
+    assert loaded["train"]["image_id"] == [first_id, first_id + 1] and loaded["val"]["image_id"] == [first_id + 2]
+    assert loaded["test"]["filename"] == [f"{1000000 + first_id + k}.jpg" for k in (3, 4)]
+    row = loaded["test"].cast_column("image", datasets.Image(decode=False))[1]
+    assert row["image"]["bytes"] == _png(first_id + 4)
+    assert row["captions"] == [f"image {first_id + 4} caption {k}" for k in range(5)]
+
+
+FLICKR_SPLITS = ["train", "train", "val", "test", "test"]
+
+
+def test_nlphuji_flickr30k_parquet_copy_converts_offline(offline_sources, monkeypatch):
+    src = _nlphuji_folder(offline_sources / "nlphuji", FLICKR_SPLITS)
+    monkeypatch.setitem(hub.SOURCES, "flickr30k", (hub.HubSource(str(src)),))
+    hub_data = hub.load_hub_dataset("flickr30k")
+    assert list(hub_data) == ["test"] and hub_data["test"].features == NLPHUJI_FEATURES
+    report = hub.build("flickr30k", offline_sources / "out")  # HF_HUB_OFFLINE is set: a local source needs no hub
+    assert report["kept"] == TINY_SIZES and report["left_out"] == []
+    _check_flickr_output(offline_sources / "out")
+
+
+def test_umaru97_flickr30k_copy_converts_offline(offline_sources):
+    src = _umaru_folder(offline_sources / "umaru", FLICKR_SPLITS)
+    assert sorted(hub.load_hub_dataset("flickr30k", hub.HubSource(str(src)))) == ["test", "train", "val"]
+    report = hub.build("flickr30k", offline_sources / "out", source=hub.HubSource(str(src)))
+    assert report["kept"] == TINY_SIZES
+    _check_flickr_output(offline_sources / "out")
+
+
+def test_yerevann_coco_karpathy_copy_converts_offline(offline_sources):
+    images = offline_sources / "coco-server"
+    images.mkdir()
+    src = offline_sources / "yerevann"
+    (src / "data").mkdir(parents=True)
+    layout = {"train": ["train"], "validation": ["val"], "test": ["test"], "restval": ["restval", "restval"]}
+    imgid = 0
+    for hub_split, labels in layout.items():
+        rows = []
+        for label in labels:
+            sub = "train2014" if label == "train" else "val2014"
+            name = f"COCO_{sub}_{9000 + imgid:012d}.jpg"
+            (images / name).write_bytes(_png(imgid))
+            rows.append({"filepath": sub, "sentids": [10 * imgid + k for k in range(6)], "filename": name,
+                         "imgid": imgid, "split": label, "sentences": [f"coco {imgid} says {k}" for k in range(6)],
+                         "cocoid": 9000 + imgid, "url": (images / name).as_uri()})
+            imgid += 1
+        part = datasets.Dataset.from_list(rows, features=COCO_FEATURES)
+        part.to_parquet(str(src / "data" / f"{hub_split}-00000-of-00001.parquet"))
+    out, cache = offline_sources / "out", offline_sources / "cache"
+    report = hub.build("coco", out, image_cache=cache, source=hub.HubSource(str(src)))
+    assert report["kept"] == {"train": 3, "val": 1, "test": 1} and report["left_out"] == []
+    loaded = datasets.load_from_disk(str(out))
+    train = dict(zip(loaded["train"]["image_id"], loaded["train"]["filename"]))
+    assert train == {0: "train2014/COCO_train2014_000000009000.jpg", 3: "val2014/COCO_val2014_000000009003.jpg",
+                     4: "val2014/COCO_val2014_000000009004.jpg"}  # restval merged into train
+    assert loaded["val"]["image_id"] == [1] and loaded["test"]["image_id"] == [2]
+    assert loaded["test"]["captions"] == [[f"coco 2 says {k}" for k in range(5)]]  # first five of six
+    assert (cache / "val2014" / "COCO_val2014_000000009003.jpg").read_bytes() == _png(3)
+
+
+# ----------------------------------------------------------------------------- falling back on split sizes
+def test_a_source_with_wrong_split_sizes_falls_back_to_the_next(offline_sources, monkeypatch):
+    monkeypatch.setattr(hub, "require_hub", lambda *a, **k: None)  # test the fallback alone
+    wrong = _nlphuji_folder(offline_sources / "first", ["train", "val", "val", "test", "test"])
+    right = _umaru_folder(offline_sources / "second", FLICKR_SPLITS, first_id=100)
+    monkeypatch.setitem(hub.SOURCES, "flickr30k", (hub.HubSource(str(wrong)), hub.HubSource(str(right))))
+    report = hub.build("flickr30k", offline_sources / "out")
+    assert report["kept"] == TINY_SIZES
+    _check_flickr_output(offline_sources / "out", first_id=100)  # the second source's images
+
+
+def test_when_every_source_fails_each_is_named_with_its_reason(offline_sources, monkeypatch):
+    monkeypatch.setattr(hub, "require_hub", lambda *a, **k: None)  # test the fallback alone
+    wrong = _nlphuji_folder(offline_sources / "first", ["train", "val", "val", "test", "test"])
+    missing = offline_sources / "nowhere"
+    missing.mkdir()
+    monkeypatch.setitem(hub.SOURCES, "flickr30k", (hub.HubSource(str(wrong)), hub.HubSource(str(missing))))
+    with pytest.raises(DataPrepError) as err:
+        hub.build("flickr30k", offline_sources / "out")
+    message = str(err.value)
+    assert err.value.code == 1 and "\n" not in message and message.startswith("no source of flickr30k could be used")
+    assert f"{wrong}: flickr30k split sizes differ from the Karpathy protocol: got train 1, val 2, test 2" in message
+    assert f"{missing}: " in message and "pass --ignore-sizes" in message
+    assert not (offline_sources / "out").exists()
+    report = hub.build("flickr30k", offline_sources / "out", ignore_sizes=True)  # the first that loads
+    assert report["kept"] == {"train": 1, "val": 2, "test": 2}
