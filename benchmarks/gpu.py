@@ -6,7 +6,9 @@ Measures, and prints as a Markdown table (also written to OUT/gpu.json):
    with bert-base-uncased's vocabulary, width 768, levels (2,4) (3,10) (4,12)), random weights;
 2. a training step at batch 58, 224 px, 32 tokens, bf16 autocast, Adam (the hinge loss with the
    hardest negative): seconds per step, images per second, peak GPU memory; once with every
-   weight training and once with the backbones frozen (the release's first 10 epochs);
+   weight training and once with the backbones frozen (the release's first 11 epochs); then the same two
+   phases as the ``colab`` recipe runs them (micro-batches of 29, two per step, in the precision
+   ``"auto"`` picks: fp16 with a loss scaler before Ampere, e.g. on a T4; bf16 after);
 3. encoding a Flickr30K test split's worth of inputs (1,000 images, 5,000 captions): seconds;
 4. scoring a Flickr30K-sized gallery at the paper's dimensions (1,000 images x 5,000 captions,
    levels of 784/196/49 regions, captions of 8 to 32 tokens, width 768, fp16 features):
@@ -31,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hat_min import HAT, HATConfig  # noqa: E402
 from hat_min import pretrained  # noqa: E402
 from hat_min.evaluate import Encoded, feature_memory_bytes, similarity  # noqa: E402
-from hat_min.runtime import autocast  # noqa: E402
+from hat_min.recipe import TrainConfig  # noqa: E402
+from hat_min.runtime import autocast, autocast_dtype, grad_scaler  # noqa: E402
 
 BERT_BASE_UNCASED_VOCAB = 30522
 
@@ -80,8 +83,9 @@ def build(cfg: HATConfig, device: torch.device) -> tuple[HAT, dict]:
 
 
 def train_steps(model: HAT, device: torch.device, batch: int, words: int, steps: int, warmup: int,
-                frozen: bool, precision: str) -> dict:
-    """Seconds per training step (forward, hinge loss, backward, Adam) and peak memory."""
+                frozen: bool, precision: str, grad_accum: int = 1) -> dict:
+    """Seconds per training step (forward, hinge loss, backward, Adam) and peak memory; ``grad_accum``
+    micro-batches per step, loss-scaled when ``precision`` resolves to fp16 (as ``hat_min.train`` does)."""
     cfg = model.config
     model.train()
     for module in (model.image_encoder, model.text_encoder):
@@ -94,22 +98,27 @@ def train_steps(model: HAT, device: torch.device, batch: int, words: int, steps:
     lengths = torch.randint(words // 3, words + 1, (batch,), generator=g)
     mask = (torch.arange(words)[None] < lengths[:, None]).long().to(device)
     image_ids = torch.arange(batch, device=device)
+    scaler, micro = grad_scaler(device, precision), batch // grad_accum
     _reset_peak(device)
     times = []
     for _ in range(warmup + steps):
         _sync(device)
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        with autocast(device, precision):
-            loss = model(images, ids, mask, image_ids)
-        loss.float().backward()
-        optimizer.step()
+        for k in range(grad_accum):
+            part = slice(k * micro, (k + 1) * micro)
+            with autocast(device, precision):
+                loss = model(images[part], ids[part], mask[part], image_ids[part])
+            scaler.scale(loss.float() / grad_accum).backward()
+        scaler.step(optimizer)
+        scaler.update()
         _sync(device)
         times.append(time.perf_counter() - start)
     step = sorted(times[warmup:])[len(times[warmup:]) // 2]  # median
     model.requires_grad_(True)
     del optimizer
     return {"step_s": step, "images_per_s": batch / step, "peak_gib": _peak_gib(device), "batch": batch,
+            "grad_accum": grad_accum, "precision": str(autocast_dtype(device, precision) or "fp32"),
             "frozen_backbones": frozen, "loss": loss.item()}
 
 
@@ -208,6 +217,12 @@ def main() -> None:
     if time_left():
         save("train_frozen", train_steps(model, device, sizes["batch"], sizes["words"], sizes["steps"],
                                          sizes["warmup"], True, precision))
+    colab = TrainConfig.preset("colab")  # its micro-batches, in the precision "auto" picks for this GPU
+    for phase, frozen in (("frozen", True), ("trained", False)):
+        if time_left():
+            save(f"colab_{phase}", train_steps(model, device, sizes["batch"], sizes["words"], sizes["steps"],
+                                               sizes["warmup"], frozen, colab.precision if device.type == "cuda"
+                                               else "fp32", grad_accum=colab.grad_accum))
     if time_left():
         save("encode", encode_throughput(model, device, sizes["n_images"], sizes["n_captions"],
                                          sizes["gallery_words"], 128 if not smoke else 4))
@@ -240,12 +255,16 @@ def markdown(result: dict) -> str:
     rows = [("device", f"{result['device']}, torch {result['torch']}, {result['precision']}")]
     model = result["model"]
     rows.append(("model", f"{model['parameters_M']:.0f} M parameters, built in {model['build_s']:.1f} s"))
-    names = {"train_full": "training step, all weights", "train_frozen": "training step, backbones frozen"}
+    names = {"train_full": "training step, all weights", "train_frozen": "training step, backbones frozen",
+             "colab_frozen": "colab recipe, backbones frozen", "colab_trained": "colab recipe, all weights"}
     for key, name in names.items():
         if key in result:
             r = result[key]
             peak = "" if r["peak_gib"] is None else f", peak {r['peak_gib']:.1f} GiB"
-            rows.append((name, f"batch {r['batch']}: {r['step_s']:.3f} s/step, {r['images_per_s']:.0f} images/s{peak}"))
+            shape = f"batch {r['batch']}" + (f" ({r['grad_accum']} x {r['batch'] // r['grad_accum']})"
+                                               if r.get("grad_accum", 1) > 1 else "")
+            rows.append((name, f"{shape}, {r.get('precision', result['precision'])}: {r['step_s']:.3f} s/step, "
+                               f"{r['images_per_s']:.0f} images/s{peak}"))
     if "encode" in result:
         r = result["encode"]
         rows.append(("encoding", f"{r['images']} images {r['encode_images_s']:.1f} s, "

@@ -3,20 +3,25 @@
     python -m hat_min demo                                        # data, training, evaluation: minutes on a CPU
     python -m hat_min train --preset tiny --data data/synthetic --out runs/tiny
     python -m hat_min train --preset tiny --data data/synthetic --out runs/tiny --resume
+    python -m hat_min train --preset tiny --data data/synthetic --out runs/tiny --overwrite   # start over
     python -m hat_min evaluate --checkpoint runs/tiny/best --data data/synthetic
     python -m hat_min evaluate --checkpoint runs/tiny/best --data data/synthetic --rerank-k 32
     torchrun --nproc_per_node 2 -m hat_min train --preset tiny --data data/synthetic --out runs/ddp
 
-Expected failures (offline hub, missing data, a bad option) end with one line on stderr and
-exit code 2, not a traceback.
+Expected failures (offline hub, missing data, a bad option, a run folder already used) end with one
+line on stderr and exit code 2, not a traceback; Ctrl-C ends with one line naming the last checkpoint
+and the command that resumes from it, exit code 130.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
+import types
+import typing
 from pathlib import Path
 
 RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
@@ -48,26 +53,105 @@ def _parse_value(text: str):
         return text
 
 
+class _Mismatch(Exception):
+    """A --set value that is not of its field's type."""
+
+
+def _describe(hint) -> str:
+    """A field's type in words: ``int``, ``float``, ``[[int, int], ...]``, ``int or null``."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if typing.get_origin(hint) is tuple:
+        return "[" + ", ".join("..." if a is Ellipsis else _describe(a) for a in args) + "]"
+    return {bool: "true/false"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _coerce(value, hint, text: str):
+    """``value`` (parsed from the --set ``text``) as the type ``hint``; raises _Mismatch."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if type(None) in args and (value is None or value == "None"):
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, text)
+            except _Mismatch:
+                pass
+        raise _Mismatch
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        kinds = [args[0]] * len(value) if args[-1:] == (Ellipsis,) else list(args)
+        if len(kinds) != len(value):
+            raise _Mismatch
+        return tuple(_coerce(v, kind, json.dumps(v)) for v, kind in zip(value, kinds))
+    if hint is bool:
+        if isinstance(value, bool) or value in ("True", "False"):
+            return value in (True, "True")
+        raise _Mismatch
+    if hint is int:
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)  # 1e3
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                return float(value)  # "nan", "inf": the config says why they are refused
+            except ValueError:
+                raise _Mismatch from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _Mismatch
+    if hint is str:
+        return value if isinstance(value, str) else text  # name=123: the text as written
+    return value  # a type this parser does not know: the config checks it
+
+
 def _overrides(pairs: list[str], cls) -> dict:
-    """``["lr=1e-3", "levels=[[4,4]]"]`` -> {field: value}, checked against the dataclass ``cls``."""
+    """``["lr=1e-3", "levels=[[4,4]]"]`` -> {field: value}, each value checked against its field's type in ``cls``."""
     fields = {f.name for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or key not in fields:
             raise ValueError(f"--set {pair!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(fields))}")
-        out[key] = _parse_value(value)
+        try:
+            out[key] = _coerce(_parse_value(value), hints[key], value)
+        except _Mismatch:
+            raise ValueError(f"--set {key}={value}: {cls.__name__}.{key} must be {_describe(hints[key])} "
+                             f"(JSON, e.g. {_example(hints[key])}), got {value!r}") from None
     return out
 
 
+def _example(hint) -> str:
+    """A JSON value of the type ``hint``, for error messages."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return _example(next(a for a in args if a is not type(None)))
+    if typing.get_origin(hint) is tuple:
+        items = [_example(a) for a in args if a is not Ellipsis]
+        return "[" + ", ".join(items) + "]"
+    return {int: "3", float: "0.5", bool: "true", str: '"text"'}.get(hint, "null")
+
+
 def _configs(args):
+    from . import recipe
     from .config import HATConfig
-    from .train import TrainConfig
+    from .recipe import TrainConfig
 
     model_sets = [s for s in args.set if s.partition("=")[0] in {f.name for f in dataclasses.fields(HATConfig)}]
     train_sets = [s for s in args.set if s not in model_sets]
-    model_cfg = HATConfig.preset(args.preset, **_overrides(model_sets, HATConfig))
-    train_cfg = TrainConfig.preset(args.train_preset, **_overrides(train_sets, TrainConfig))
+    model_overrides, train_overrides = _overrides(model_sets, HATConfig), _overrides(train_sets, TrainConfig)
+    model_cfg = HATConfig.preset(args.preset).replace(**model_overrides)  # replace: --set name=... is a field too
+    # --train-preset left out: the model preset's own recipe (paper for paper, else demo)
+    train_preset = args.train_preset or recipe.DEFAULT_TRAIN_PRESET.get(args.preset, "demo")
+    train_cfg = TrainConfig.preset(train_preset).replace(**train_overrides)
     return model_cfg, train_cfg
 
 
@@ -75,14 +159,32 @@ def cmd_train(args) -> dict:
     from .train import train
 
     model_cfg, train_cfg = _configs(args)
-    _, summary = train(model_cfg, train_cfg, args.data, args.out, resume=args.resume, device=args.device)
+    _, summary = train(model_cfg, train_cfg, args.data, args.out, resume=args.resume, device=args.device,
+                       overwrite=args.overwrite)
     print(json.dumps(summary))
     return summary
 
 
+def _interrupted(args, argv: list[str]) -> str:
+    """The line Ctrl-C prints: for ``train``, where the last checkpoint is and the command that resumes."""
+    import shlex
+
+    if getattr(args, "command", None) != "train":
+        return "interrupted"
+    from .checkpoint import find_checkpoint
+
+    out, rest = Path(args.out), [a for a in argv if a not in ("--overwrite", "--resume")]
+    last = find_checkpoint(out / "last")
+    if last is not None:
+        return (f"interrupted; the last checkpoint is {last}; resume with: "
+                f"{shlex.join(['python', '-m', 'hat_min', *rest, '--resume'])}")
+    return (f"interrupted before the first checkpoint (none in {out / 'last'}); start again with: "
+            f"{shlex.join(['python', '-m', 'hat_min', *rest, '--overwrite'])}")
+
+
 def cmd_evaluate(args) -> dict:
     from .data import load_splits
-    from .evaluate import evaluate
+    from .evaluate import COCO5K_IMAGES, _check_protocol, evaluate
     from .model import HAT
     from .retrieval import rerank_evaluate
 
@@ -90,15 +192,27 @@ def cmd_evaluate(args) -> dict:
         raise ValueError("--rerank-k scores one model; leave out --ensemble (ensembles are scored in full)")
     if args.rerank_k is not None and args.rerank_k < 1:
         raise ValueError(f"--rerank-k must be >= 1, got {args.rerank_k}")
+    if args.fold_images is not None and args.protocol != "coco1k":
+        raise ValueError(f"--fold-images sets the folds of --protocol coco1k; leave it out with --protocol {args.protocol}")
+    fold_images = 1000 if args.fold_images is None else args.fold_images
+    splits = load_splits(args.data)  # the data and the protocol are checked before any model is loaded
+    if args.split not in splits:
+        raise ValueError(f"the dataset at {args.data} has no {args.split!r} split; it has: {', '.join(splits)} "
+                         f"(choose one with --split)")
+    split = splits[args.split]
+    if args.protocol == "coco5k" and len(split) != COCO5K_IMAGES:
+        raise ValueError(f"--protocol coco5k is MSCOCO's 5K test split ({COCO5K_IMAGES:,} images), but the "
+                         f"{args.split!r} split has {len(split):,}; use --protocol 1k (the whole split) or coco1k "
+                         f"with --fold-images N")
+    _check_protocol(args.protocol, len(split), fold_images)
     models = [HAT.from_pretrained(path) for path in [args.checkpoint, *args.ensemble]]
-    split = load_splits(args.data)[args.split]
     name = f"{Path(args.checkpoint).name} ({args.protocol})"
     if args.rerank_k is None:
         metrics = evaluate(models if len(models) > 1 else models[0], split, protocol=args.protocol,
-                           device=args.device, batch_size=args.batch_size, baselines=True)
+                           device=args.device, batch_size=args.batch_size, baselines=True, fold_images=fold_images)
     else:
         metrics = rerank_evaluate(models[0], split, args.rerank_k, args.protocol, device=args.device,
-                                  batch_size=args.batch_size)
+                                  batch_size=args.batch_size, fold_images=fold_images)
         info = metrics["info"]
         name = f"{Path(args.checkpoint).name} ({args.protocol}, rerank top-{args.rerank_k})"
         print(f"cross-attention on {info['xattn_pairs']:,} of {info['full_pairs']:,} pairs "
@@ -126,7 +240,9 @@ def cmd_demo(args) -> dict:
     data = ensure_default(args.data)
     model_cfg = HATConfig.preset(args.preset)
     train_cfg = TrainConfig.preset("demo", **({"max_steps": args.max_steps} if args.max_steps else {}))
-    model, summary = train(model_cfg, train_cfg, data, args.out, device=args.device)
+    if any((Path(args.out) / name).exists() for name in ("metrics.jsonl", "best", "last")):
+        print(f"the demo replaces the earlier demo run in {args.out}", file=sys.stderr)
+    model, summary = train(model_cfg, train_cfg, data, args.out, device=args.device, overwrite=True)
     test = load_splits(data)["test"]
     metrics = evaluate(model, test, device=args.device, return_sims=True, baselines=True)
     picture = save_retrieval_examples(test, metrics["sims"], Path(args.out) / "retrievals.png")
@@ -148,10 +264,15 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a HAT model")
     t.add_argument("--preset", default="tiny", help="model preset: tiny, minilm or paper (default: tiny)")
-    t.add_argument("--train-preset", default="demo", help="training recipe: demo (minutes on a CPU) or paper")
+    t.add_argument("--train-preset", default=None,
+                   help="training recipe: demo (minutes on a CPU), notebook, gpu, colab (the paper's two phases in "
+                        "one Colab runtime) or paper (default: the model preset's own: paper for paper, else demo)")
     t.add_argument("--data", required=True, help="a prepared dataset folder (see data_prep/)")
     t.add_argument("--out", default="runs/train", help="run folder: metrics.jsonl, best/, last/ (default: runs/train)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last if it exists")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT from its checkpoint OUT/last (refused if there is none)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an OUT that holds an earlier run, deleting its metrics.jsonl, best/ and last/")
     t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a HATConfig or TrainConfig field, e.g. --set lr=1e-3 --set levels=[[4,4]]")
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
@@ -162,7 +283,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True, help="a prepared dataset folder")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--protocol", default="1k", choices=["1k", "coco1k", "coco5k"],
-                   help="1k: the whole split (Flickr30K); coco1k: mean of 5 folds of 1,000 images; coco5k")
+                   help="1k: the whole split (Flickr30K); coco1k: mean over folds of --fold-images images (MSCOCO "
+                        "1K: 5 folds of 1,000); coco5k: the whole split, which must have 5,000 images (MSCOCO 5K)")
+    e.add_argument("--fold-images", type=int, default=None, metavar="N",
+                   help="coco1k only: images per fold, a divisor of the split's size (default: 1000)")
     e.add_argument("--ensemble", nargs="*", default=[], metavar="CHECKPOINT",
                    help="more checkpoints whose similarity matrices are summed with the first (e.g. i2t + t2i)")
     e.add_argument("--rerank-k", type=int, default=None, metavar="K",
@@ -174,7 +298,7 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="generate the offline data, train, evaluate, draw retrievals")
     d.add_argument("--data", default="data/synthetic", help="dataset folder, generated if missing")
-    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--out", default="runs/demo", help="run folder, replaced by every demo (default: runs/demo)")
     d.add_argument("--preset", default="minilm", choices=["tiny", "minilm"],
                    help="model preset (default: minilm, whose frozen pretrained text encoder the demo recipe expects)")
     d.add_argument("--max-steps", type=int, default=None, help="training steps (default: the demo recipe's)")
@@ -187,15 +311,21 @@ def main(argv: list[str] | None = None) -> int:
     from .pretrained import OfflineError
 
     args = _parser().parse_args(argv)
+    interrupted = False
     try:
         args.func(args)
     except (OfflineError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: no traceback and no checkpoint mid-step; the last periodic one stays
+        interrupted = True
     finally:
         from .distributed import cleanup
 
         cleanup()
+    if interrupted:  # printed once the traceback is gone, so after the progress bar it closed
+        print(_interrupted(args, sys.argv[1:] if argv is None else list(argv)), file=sys.stderr)
+        return 130
     return 0
 
 

@@ -2,18 +2,24 @@
 
 A checkpoint folder holds what ``HAT.save_pretrained`` writes (``model.safetensors`` and
 ``config.json``: enough to use the model, without pickle and without this repo's training code)
-plus ``training_state.pt`` (optimiser, scheduler, scaler, RNG states, progress) and
-``train_config.json``. It is written into a temporary folder beside its place and swapped in
-with renames, so a crash or a full disk while saving leaves the previous checkpoint whole.
+plus ``training_state.pt`` (optimiser, scheduler, scaler, RNG states, progress: plain tensors,
+numbers, strings, lists and dicts, read with ``torch.load(weights_only=True)``, so that a file in a
+shared run folder cannot run code), ``train_config.json`` and ``data.json`` (a fingerprint of the
+dataset: a resumed run must train on the same data). It is written into a temporary folder
+beside its place (``.last.XXXXXXXX``) and swapped in with renames, so a crash or a full disk while
+saving leaves the previous checkpoint whole; ``clean_stale_temp`` removes the temporary folders a
+killed run left behind. A truncated or corrupt file is a ``ValueError`` naming it.
 
-    save_training_state(out / "last", model, optimizer, scheduler, scaler, state, train_config)
-    state = load_training_state(out / "last", model, optimizer, scheduler, scaler, model_config, train_config)
+    save_training_state(out / "last", model, optimizer, scheduler, scaler, state, train_config, data)
+    state = load_training_state(out / "last", model, optimizer, scheduler, scaler, model_config, train_config, data)
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import pickle
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -27,6 +33,7 @@ from .model import HAT
 
 STATE_NAME = "training_state.pt"
 TRAIN_CONFIG_NAME = "train_config.json"
+DATA_NAME = "data.json"
 
 
 @dataclass
@@ -42,8 +49,11 @@ class TrainState:
 
 
 def save_training_state(directory: Path, model: HAT, optimizer, scheduler, scaler, state: TrainState,
-                        train_config: Any) -> Path:
-    """Write a complete, resumable checkpoint to ``directory``, replacing the old one atomically."""
+                        train_config: Any, data: dict[str, Any] | None = None) -> Path:
+    """Write a complete, resumable checkpoint to ``directory``, replacing the old one atomically.
+
+    ``data`` is the dataset's fingerprint (``hat_min.train`` makes it), compared when resuming.
+    """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
@@ -54,6 +64,8 @@ def save_training_state(directory: Path, model: HAT, optimizer, scheduler, scale
             "scaler": scaler.state_dict(), "state": dataclasses.asdict(state), "rng": _rng_states(),
         }, tmp / STATE_NAME)
         (tmp / TRAIN_CONFIG_NAME).write_text(json.dumps(dataclasses.asdict(train_config), indent=2))
+        if data is not None:
+            (tmp / DATA_NAME).write_text(json.dumps(data, indent=2))
         _swap_in(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -62,18 +74,47 @@ def save_training_state(directory: Path, model: HAT, optimizer, scheduler, scale
 
 
 def load_training_state(directory: Path, model: HAT, optimizer, scheduler, scaler, model_config: HATConfig,
-                        train_config: Any) -> TrainState:
-    """Restore weights, optimiser, scheduler, scaler and RNG from ``directory``; returns the progress."""
+                        train_config: Any, data: dict[str, Any] | None = None) -> TrainState:
+    """Restore weights, optimiser, scheduler, scaler and RNG from ``directory``; returns the progress.
+
+    Refuses (``ValueError`` naming what differs) a checkpoint of another model config, training
+    recipe or dataset (``data``: the fingerprint ``save_training_state`` got), and names the file
+    that is truncated, corrupt or holds anything but plain tensors and containers.
+    """
     directory = Path(directory)
     saved = HAT.from_pretrained(directory, config=model_config)  # clear error if the config differs
     model.load_state_dict(saved.state_dict())
     _check_train_config(directory, train_config)
-    blob = torch.load(directory / STATE_NAME, map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(blob["optimizer"])
-    scheduler.load_state_dict(blob["scheduler"])
-    scaler.load_state_dict(blob["scaler"])
-    _set_rng_states(blob["rng"])
-    return TrainState(**blob["state"])
+    if data is not None:
+        _check_data(directory, data)
+    blob = _load_plain(directory / STATE_NAME)
+    try:
+        optimizer.load_state_dict(blob["optimizer"])
+        scheduler.load_state_dict(blob["scheduler"])
+        scaler.load_state_dict(blob["scaler"])
+        _set_rng_states(blob["rng"])
+        return TrainState(**blob["state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{directory / STATE_NAME} does not hold a training state this run can resume "
+                         f"({type(err).__name__}: {err})") from None
+
+
+def _load_plain(path: Path) -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers only, never pickled code."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f" ({found.group(1)})" if found else ""
+        raise ValueError(f"{path} is not a plain tensor file: it holds a pickled object{what}; refusing to unpickle "
+                         f"it (that could run any code); a checkpoint of hat_min holds tensors and numbers only") from None
+    except (RuntimeError, OSError, EOFError) as err:
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else "empty file"
+        raise ValueError(f"{path} is truncated or corrupt ({type(err).__name__}: {reason}); restore it, or resume "
+                         f"from another checkpoint") from None
+    if not isinstance(blob, dict):
+        raise ValueError(f"{path} does not hold a training state (a {type(blob).__name__}, not a dict)")
+    return blob
 
 
 def find_checkpoint(directory: Path) -> Path | None:
@@ -84,10 +125,48 @@ def find_checkpoint(directory: Path) -> Path | None:
     return None
 
 
+def clean_stale_temp(out_dir: Path) -> list[Path]:
+    """Remove the temporary ``.last.XXXXXXXX`` folders a killed save left in ``out_dir``; returns them.
+
+    ``.last.old`` stays: it is the previous checkpoint when a crash came between the two renames
+    of the swap (``find_checkpoint`` falls back to it).
+    """
+    out_dir = Path(out_dir)
+    stale = [p for p in out_dir.glob(".last.*") if p.is_dir() and p.name != ".last.old"] if out_dir.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file's content, or a ValueError naming the file when it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): the file is truncated or corrupt") from None
+
+
+def _check_data(directory: Path, data: dict[str, Any]) -> None:
+    """The dataset must be the one the checkpoint trained on: same split sizes and content hashes
+    (its folder may have moved: the path alone is not compared). A checkpoint without ``data.json``
+    (written before it existed) is not checked."""
+    if not (directory / DATA_NAME).is_file():
+        return
+    saved = _read_json(directory / DATA_NAME)
+    differ = [k for k in sorted(set(saved) | set(data)) if k != "path" and saved.get(k) != data.get(k)]
+    if differ:
+        fields = ", ".join(f"{k} (checkpoint {saved.get(k)!r}, now {data.get(k)!r})" for k in differ)
+        raise ValueError(f"cannot resume from {directory}: it trained on other data ({saved.get('path')}, now "
+                         f"{data.get('path')}): {fields}; train this data in another folder, or start over with "
+                         f"--overwrite (overwrite=True)")
+
+
 def _check_train_config(directory: Path, train_config: Any) -> None:
     """Fields that change the course of training must match; time budgets and step limits may differ."""
     free = {"max_steps", "epochs", "time_budget_s", "workers", "checkpoint_every"}
-    saved = json.loads((directory / TRAIN_CONFIG_NAME).read_text())
+    if not (directory / TRAIN_CONFIG_NAME).is_file():
+        raise ValueError(f"{directory} holds no {TRAIN_CONFIG_NAME}: not a checkpoint this run can resume")
+    saved = _read_json(directory / TRAIN_CONFIG_NAME)
     now = json.loads(json.dumps(dataclasses.asdict(train_config)))
     differ = {k: (saved.get(k), v) for k, v in now.items() if k not in free and saved.get(k) != v}
     if differ:

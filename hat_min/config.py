@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,11 @@ class HATConfig:
     image_std: tuple[float, float, float] = IMAGENET_STD
     eval_resize_ratio: float = 1.0  # eval: resize to ratio * image_size, centre-crop (paper: 256/224)
     train_crop_scale: tuple[float, float] = (1.0, 1.0)  # RandomResizedCrop area range; (1, 1): no crop
-    train_hflip: bool = True  # random horizontal flips, "left" and "right" swapped in the caption too
+    train_hflip: bool = True  # random horizontal flips while training
+    # A flipped image gets "left" and "right" swapped in its caption (hat_min.data), so that the words stay true.
+    # The release flips only the pixels (off in "paper"); on real captions the swap also rewrites "all right"
+    # and the verb "left" (data_prep.captions.flip_caption).
+    hflip_swaps_left_right: bool = True
 
     # --- text encoder: a BERT from transformers -------------------------------------------
     text_model: str = SCRATCH  # "scratch", "minilm", or a hub id / folder ("bert-base-uncased")
@@ -77,6 +82,12 @@ class HATConfig:
     # tokens carry no absolute position (window attention is relative), so without it "A above B"
     # and "B above A" may look alike to region-word attention. Not in the paper (off in "paper").
     region_position: bool = False
+    # Projections drawn from N(0, proj_init_std) with zero bias (the release: 0.02); None: PyTorch's default.
+    proj_init_std: float | None = None
+    # The release's norms: the deepest level's LayerNorm starts as Swin's own (pretrained) final LayerNorm, and
+    # every level's LayerNorm is frozen with the backbones (TrainConfig.freeze_backbone_epochs). False: a fresh
+    # LayerNorm per level that trains from the first step.
+    swin_final_norm: bool = False
     direction: str = "i2t"  # cross-attention queries: "i2t" regions attend to words; "t2i" reverse
     lambda_softmax: float = 9.0  # inverse temperature of the attention softmax
     margin: float = 0.2  # hinge margin of the triplet loss
@@ -87,15 +98,29 @@ class HATConfig:
         for name in ("levels", "level_weights", "swin_depths", "swin_heads", "image_mean", "image_std",
                      "train_crop_scale"):
             value = getattr(self, name)
-            if isinstance(value, list):
+            if isinstance(value, (list, tuple)):  # also a tuple of lists: ([4, 4],)
                 value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
                 object.__setattr__(self, name, value)
         self._validate()
 
     def _validate(self) -> None:
         errors = []
+        for name, value in ((f.name, getattr(self, f.name)) for f in dataclasses.fields(self)):
+            floats = value if isinstance(value, (list, tuple)) else [value]  # NaN passes comparisons: refuse it
+            if any(isinstance(v, float) and not math.isfinite(v) for v in floats):
+                errors.append(f"{name} must be finite, got {value!r}")
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not isinstance(self.levels, tuple) or not all(  # the loops below need (stage, layer) pairs of ints
+                isinstance(pair, tuple) and len(pair) == 2 and all(map(is_int, pair)) for pair in self.levels):
+            raise ValueError(f"invalid HATConfig: levels must be a sequence of (swin_stage, bert_layer) pairs of "
+                             f"ints, e.g. ((2, 2), (4, 4)), not {self.levels!r}")
         if not self.levels:
             errors.append("levels must name at least one (swin_stage, bert_layer) pair")
+        repeated = sorted({level for level in self.levels if self.levels.count(level) > 1})
+        if repeated:
+            errors.append(f"levels repeat {', '.join(map(str, repeated))}: each (swin_stage, bert_layer) pair once")
         for stage, layer in self.levels:
             n_stages = len(self.swin_depths) if self.swin_depths is not None else 4
             if not 1 <= stage <= n_stages:
@@ -106,8 +131,14 @@ class HATConfig:
             errors.append(f"{len(self.level_weights)} level_weights for {len(self.levels)} levels")
         if self.direction not in ("i2t", "t2i"):
             errors.append(f"direction must be 'i2t' or 't2i', not {self.direction!r}")
-        if self.lambda_softmax <= 0 or self.margin < 0 or self.embed_dim < 1:
-            errors.append("lambda_softmax must be > 0, margin >= 0 and embed_dim >= 1")
+        if not self.lambda_softmax > 0:  # written so that NaN fails too
+            errors.append(f"lambda_softmax must be > 0, got {self.lambda_softmax}")
+        if not self.margin >= 0:
+            errors.append(f"margin must be >= 0, got {self.margin}")
+        if self.proj_init_std is not None and not self.proj_init_std > 0:
+            errors.append(f"proj_init_std must be > 0 or None, got {self.proj_init_std}")
+        if self.embed_dim < 1:
+            errors.append(f"embed_dim must be >= 1, got {self.embed_dim}")
         low, high = self.train_crop_scale
         if not 0 < low <= high <= 1 or self.eval_resize_ratio < 1:
             errors.append("train_crop_scale must satisfy 0 < low <= high <= 1 and eval_resize_ratio >= 1")
@@ -185,5 +216,8 @@ PRESETS: dict[str, HATConfig] = {
         text_model="bert-base-uncased",
         levels=((2, 4), (3, 10), (4, 12)),
         embed_dim=768,
+        hflip_swaps_left_right=False,  # the release flips pixels only
+        proj_init_std=0.02,
+        swin_final_norm=True,
     ),
 }

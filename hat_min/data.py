@@ -14,7 +14,8 @@ train / val / test and columns ``image``, ``captions`` (list of str), ``image_id
 
 Augmentation and its trap: a horizontal flip turns "left of" into "right of". A loader that
 flipped images without touching the captions would teach the model the wrong relation half
-of the time, so a flipped image gets ``flip_caption(caption)``: left and right swapped.
+of the time, so a flipped image gets ``flip_caption(caption)``: left and right swapped
+(``HATConfig.hflip_swaps_left_right``; the release, and the ``paper`` preset, flip only the pixels).
 """
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ class TrainPairs(Dataset):
     """
 
     def __init__(self, split, config: HATConfig, preload: bool | None = None):
-        self.split, self.hflip = split, config.train_hflip
+        self.split, self.hflip, self.swap_words = split, config.train_hflip, config.hflip_swaps_left_right
         self.transform = image_transform(config, train=True)
         self.normalize = T.Normalize(config.image_mean, config.image_std)
         self.captions = list(split["captions"])
@@ -121,7 +122,7 @@ class TrainPairs(Dataset):
                 flip = self.hflip and bool(torch.rand(()) < 0.5)
                 image = to_rgb(self.split[row]["image"])
                 image = self.transform(ImageOps.mirror(image) if flip else image)
-        return image, flip_caption(caption) if flip else caption, self.image_ids[row]
+        return image, flip_caption(caption) if flip and self.swap_words else caption, self.image_ids[row]
 
 
 def _decode_all(split, config: HATConfig) -> torch.Tensor:
@@ -226,6 +227,48 @@ def eval_captions(split, captions_per_image: int = 5) -> list[str]:
         raise ValueError(f"{len(short)} images have fewer than {captions_per_image} captions "
                          f"(first: row {short[0]}); evaluation needs exactly {captions_per_image} per image")
     return [c for caps in captions for c in caps[:captions_per_image]]
+
+
+def check_for_training(splits, train_config=None, captions_per_image: int = 5) -> None:
+    """Refuse, before the first training step, data that training or its validation would trip on later.
+
+    ``splits`` must hold non-empty ``train`` and ``val`` splits with a ``captions`` column; the
+    training pairs must fill one batch (``train_config.batch_size``); every validated image (the first
+    ``train_config.val_images`` of ``val``) needs ``captions_per_image`` captions, as evaluation does
+    (``eval_captions``); no image of train or val may have an empty or blank caption (it would train
+    as a positive) or, in train, no caption at all. Reads the captions column only: no image is decoded.
+    """
+    def rows(bad: list[int]) -> str:
+        return ", ".join(map(str, bad[:5])) + (f" ... ({len(bad)} in all)" if len(bad) > 5 else "")
+
+    available = ", ".join(splits) or "none"
+    captions = {}
+    for name in ("train", "val"):
+        if name not in splits:
+            raise ValueError(f"the dataset has no {name!r} split (it has: {available}); training needs train and val")
+        if "captions" not in splits[name].column_names:
+            raise ValueError(f"the {name!r} split lacks the column captions; prepare it with data_prep")
+        if len(splits[name]) == 0:
+            raise ValueError(f"the {name!r} split is empty; training needs images with captions in train and val")
+        captions[name] = splits[name].select_columns(["captions"])[:]["captions"]  # (N_img,) lists of str
+    val_images = getattr(train_config, "val_images", None)
+    captions["val"] = captions["val"][:val_images]  # the images validation scores
+    for name, column in captions.items():
+        blank = [row for row, caps in enumerate(column)
+                 if (name == "train" and not caps) or any(not isinstance(c, str) or not c.strip() for c in caps)]
+        if blank:
+            raise ValueError(f"the {name!r} split has {len(blank)} image(s) with an empty or blank caption"
+                             f"{' or with none' if name == 'train' else ''} (row(s) {rows(blank)}); fix or drop them "
+                             "(a blank caption would count as a match of its image)")
+    short = [row for row, caps in enumerate(captions["val"]) if len(caps) < captions_per_image]
+    if short:
+        raise ValueError(f"the 'val' split has {len(short)} image(s) with fewer than {captions_per_image} captions "
+                         f"(row(s) {rows(short)}); validation needs {captions_per_image} per image "
+                         f"(hat_min.evaluate), so training would stop at its first validation")
+    batch_size = getattr(train_config, "batch_size", 1)
+    pairs = sum(len(caps) for caps in captions["train"])
+    if pairs < batch_size:
+        raise ValueError(f"the training split has fewer pairs ({pairs}) than one batch of {batch_size}")
 
 
 class PairCollate:

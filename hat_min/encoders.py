@@ -26,6 +26,7 @@ class SwinStages(nn.Module):
         self.stages = sorted(set(stages))
         self.body = pretrained.load_image_encoder(config, out_indices=[s - 1 for s in self.stages])
         self.channels = dict(zip(self.stages, self.body.feature_info.channels()))
+        self.n_stages = len(config.swin_depths) if config.swin_depths is not None else 4  # Swin's stages in all
 
     def regions(self, image_size: int) -> dict[int, int]:
         """Tokens of each stage for square images of ``image_size`` pixels: {stage: R}."""

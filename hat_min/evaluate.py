@@ -50,6 +50,7 @@ from .runtime import autocast, pick_device
 from .tables import format_family_table, format_table  # noqa: F401  (part of this module's API)
 
 PROTOCOLS = ("1k", "coco1k", "coco5k")
+COCO5K_IMAGES = 5000  # the MSCOCO 5K test split: what the command line requires of --protocol coco5k
 GPU_SHARE = 0.5  # features stay in GPU memory when they need at most this share of the free memory
 CPU_CHUNK_SIZE = 1024  # pairs per scoring block on a CPU (xattn_similarity keeps blocks in the caches)
 _POOL_ITEMS = 1024  # items pooled at once: bounds the float32 copy of their tokens
@@ -355,7 +356,8 @@ def _check_protocol(protocol: str, n_images: int, fold_images: int) -> None:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if protocol == "coco1k" and (fold_images < 1 or n_images % fold_images):
         raise ValueError(f"protocol 'coco1k' needs folds of fold_images={fold_images} images, but the split "
-                         f"has {n_images:,} images; pass a fold_images that divides it")
+                         f"has {n_images:,} images; pass a fold_images that divides it (`--fold-images N` on the "
+                         f"command line), or use protocol '1k' (the whole split)")
 
 
 def _protocol_metrics(sims: Tensor, protocol: str, captions_per_image: int, fold_images: int) -> dict[str, float]:

@@ -51,6 +51,12 @@ class HAT(nn.Module):
         self.image_norms = nn.ModuleList(nn.LayerNorm(c) for c in channels)
         self.image_proj = nn.ModuleList(nn.Linear(c, config.embed_dim) for c in channels)
         self.text_proj = nn.ModuleList(nn.Linear(self.text_encoder.width, config.embed_dim) for _ in layers)
+        if config.proj_init_std is not None:  # the release's initialisation: N(0, std), zero bias
+            for proj in (*self.image_proj, *self.text_proj):
+                nn.init.normal_(proj.weight, std=config.proj_init_std)
+                nn.init.zeros_(proj.bias)
+        if config.swin_final_norm and max(stages) == self.image_encoder.n_stages:  # the release's stage-4 norm
+            self.image_norms[stages.index(max(stages))].load_state_dict(pretrained.swin_final_norm(config))
         if config.region_position:  # one learned (R_l, D) table per level: where each region lies
             regions = self.image_encoder.regions(config.image_size)
             self.region_pos = nn.ParameterList(
@@ -114,19 +120,36 @@ class HAT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, config: HATConfig | None = None) -> "HAT":
-        """Load a model saved by ``save_pretrained``; with ``config``, first check that it matches."""
+        """Load a model saved by ``save_pretrained``; with ``config``, first check that it matches.
+
+        A truncated or corrupt ``config.json`` or ``model.safetensors`` is a ``ValueError`` naming the file.
+        """
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         directory = Path(directory)
         if not (directory / WEIGHTS_NAME).is_file() or not (directory / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{directory} holds no {WEIGHTS_NAME} + {CONFIG_NAME} (a save_pretrained folder)")
-        saved = HATConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        try:
+            data = json.loads((directory / CONFIG_NAME).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{directory / CONFIG_NAME} is not valid JSON ({err}): the file is truncated or corrupt") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{directory / CONFIG_NAME} holds a JSON {type(data).__name__}, not a HATConfig object")
+        try:
+            saved = HATConfig.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{directory / CONFIG_NAME} is not a valid HATConfig: {err}") from None
         if config is not None and config != saved:
             fields = ", ".join(f"{k} (checkpoint {a!r}, expected {b!r})" for k, (a, b) in saved.diff(config).items())
             raise ValueError(f"the checkpoint in {directory} was made with a different config: {fields}")
         model = cls(saved.replace(image_pretrained=False) if saved.image_pretrained else saved)
         model.config = saved
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
+        try:
+            weights = load_file(str(directory / WEIGHTS_NAME))
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{directory / WEIGHTS_NAME} is truncated or corrupt ({err}); save or copy it again") from None
+        model.load_state_dict(weights)
         return model
 
 

@@ -80,14 +80,6 @@ def load_image_encoder(config: HATConfig, out_indices: Sequence[int]) -> nn.Modu
     import timm
 
     check_available(config)
-    overrides = {
-        "patch_size": config.swin_patch,
-        "embed_dim": config.swin_embed_dim,
-        "depths": config.swin_depths,
-        "num_heads": config.swin_heads,
-        "window_size": config.swin_window,
-    }
-    kwargs = {k: v for k, v in overrides.items() if v is not None}
     model = timm.create_model(
         config.image_model,
         pretrained=config.image_pretrained,
@@ -95,11 +87,28 @@ def load_image_encoder(config: HATConfig, out_indices: Sequence[int]) -> nn.Modu
         out_indices=tuple(out_indices),
         img_size=config.image_size,
         drop_path_rate=config.image_drop_path,
-        **kwargs,
+        **_swin_overrides(config),
     )
     if config.image_weights is not None:
         _load_offline_backbone(model, config)
     return model
+
+
+def swin_final_norm(config: HATConfig) -> dict:
+    """The weight and bias of Swin's final LayerNorm (pretrained when ``image_pretrained``), which timm's
+    ``features_only`` model drops: the release normalises stage 4 with it (``HATConfig.swin_final_norm``)."""
+    import timm
+
+    full = timm.create_model(config.image_model, pretrained=config.image_pretrained, img_size=config.image_size,
+                             num_classes=0, **_swin_overrides(config))
+    return {k: v.detach().clone() for k, v in full.norm.state_dict().items()}
+
+
+def _swin_overrides(config: HATConfig) -> dict:
+    """timm keyword arguments for the Swin fields the config sets (None: the architecture's own)."""
+    overrides = {"patch_size": config.swin_patch, "embed_dim": config.swin_embed_dim, "depths": config.swin_depths,
+                 "num_heads": config.swin_heads, "window_size": config.swin_window}
+    return {k: v for k, v in overrides.items() if v is not None}
 
 
 def weights_path(name: str) -> Path:

@@ -1,7 +1,7 @@
 """Device and precision: the one place that decides where and in which dtype HAT runs.
 
     device = pick_device()                 # cuda, then mps, then cpu
-    with autocast(device):                 # bf16 on GPUs that have it, fp16 on older ones, fp32 on CPU
+    with autocast(device):                 # bf16 on Ampere and later GPUs, fp16 on older ones, fp32 on CPU
         loss = model(images, input_ids, attention_mask)
     scaler = grad_scaler(device)           # enabled only for fp16
     with cpu_bf16(device):                 # bf16 on a CPU with native bf16 matmul, else a no-op
@@ -34,16 +34,26 @@ def pick_device(prefer: str | None = None) -> torch.device:
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """Mixed-precision dtype for ``device``: None means full fp32.
 
-    precision: "auto" (bf16 on GPUs that support it, else fp16; fp32 on CPU and MPS),
-    "bf16", "fp16" or "fp32".
+    precision: "auto" (bf16 on GPUs that compute it natively, compute capability 8.0 and up: A100, L4,
+    H100; fp16 with a GradScaler on older ones: T4, V100; fp32 on CPU and MPS), "bf16", "fp16" or "fp32".
     """
     if precision not in ("auto", "bf16", "fp16", "fp32"):
         raise ValueError(f"precision must be auto, bf16, fp16 or fp32, not {precision!r}")
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16
     return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """Whether this GPU computes bf16 in hardware (compute capability >= 8.0, Ampere and later).
+
+    ``torch.cuda.is_bf16_supported()`` also answers True on a T4 (7.5), where bf16 is emulated: slower than
+    fp16 and without its tensor cores, so "auto" asks the capability instead.
+    """
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
 
 
 def autocast(device: torch.device, precision: str = "auto"):

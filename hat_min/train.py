@@ -12,8 +12,9 @@
 - progress bars, a one-line summary per epoch, a metrics log (``metrics.jsonl``);
 - validation Recall@K every epoch (and every ``val_every`` steps), the best model kept by rSum (``best/``);
 - resumable checkpoints (``last/``), written atomically; ``resume=True`` continues a killed run and
-  reaches the same result as an uninterrupted one on CPU;
-- a non-finite loss stops the run with a clear message, keeping the last good checkpoint;
+  reaches the same result as an uninterrupted one on CPU (the same configs and data, or a clear refusal);
+  a run folder already used is never overwritten without ``overwrite=True``;
+- a non-finite loss stops the run with a clear message, keeping the last good checkpoint if there is one;
 - several processes (``torchrun``): each encodes its slice of the global batch, features are
   gathered so that the hardest negatives come from the whole global batch.
 """
@@ -23,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +34,10 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed as dist
-from .checkpoint import TrainState, find_checkpoint, load_training_state, save_training_state
+from .checkpoint import (STATE_NAME, TrainState, clean_stale_temp, find_checkpoint, load_training_state,
+                         save_training_state)
 from .config import SCRATCH, HATConfig
-from .data import TrainPairs, load_splits, train_loader
+from .data import TrainPairs, check_for_training, load_splits, train_loader
 from .evaluate import evaluate
 from .loss import contrastive_loss, hinge_triplet_loss
 from .model import HAT
@@ -46,7 +49,7 @@ from .runtime import autocast, grad_scaler, pick_device
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite; a checkpoint already written is kept (the message says whether one exists)."""
 
 
 def train(
@@ -54,16 +57,24 @@ def train(
     train_config: TrainConfig,
     data_dir: str | Path,
     out_dir: str | Path,
-    resume: bool = False,
+    resume: bool | str = False,
     device: str | None = None,
     progress: bool = True,
     on_step: Callable[[TrainState, HAT], None] | None = None,
+    overwrite: bool = False,
 ) -> tuple[HAT, dict[str, Any]]:
     """Train, validate every epoch, keep ``out_dir/best`` and ``out_dir/last``; returns (best model, summary).
 
+    ``resume=True`` continues from ``out_dir/last`` and refuses (``ValueError``, nothing changed) when
+    there is no checkpoint there, or when it was made with another model config, recipe or dataset;
+    ``resume="auto"`` continues if there is a checkpoint, else starts afresh in ``out_dir``. A new run
+    (``resume=False``) starts in an empty or missing folder, and in one that holds an earlier run
+    (``metrics.jsonl``, ``best/``, ``last/``) only with ``overwrite=True``, which deletes those first.
     ``on_step(state, model)`` is called after every optimiser step (live plots in notebooks, tests).
+    The summary's ``best_rsum`` is None when the run never validated.
     """
-    run, splits, pairs, tokenizer = _start(model_config, train_config, data_dir, Path(out_dir), resume, device)
+    run, splits, pairs, tokenizer = _start(model_config, train_config, data_dir, Path(out_dir), resume, device,
+                                           overwrite)
     while run.state.step < run.total_steps and not run.out_of_time():
         epoch, done_in_epoch = divmod(run.state.step, run.steps_per_epoch)
         _set_backbones_trainable(run.model, epoch >= run.cfg.freeze_backbone_epochs, _text_frozen(run),
@@ -77,7 +88,8 @@ def train(
         if run.rank == 0:
             run.save_last()
         dist.barrier()
-    summary = {"steps": run.state.step, "best_rsum": run.state.best_rsum, "out_dir": str(run.out_dir),
+    best_rsum = run.state.best_rsum if math.isfinite(run.state.best_rsum) else None  # None: never validated
+    summary = {"steps": run.state.step, "best_rsum": best_rsum, "out_dir": str(run.out_dir),
                "hardest_from_step": run.state.hardest_from_step, "seconds": round(time.monotonic() - run.started, 1)}
     model = HAT.from_pretrained(run.out_dir / "best").to(run.dev) if (run.out_dir / "best").is_dir() else run.model
     return model, summary
@@ -94,13 +106,14 @@ def train_or_load(
     """The best model of this exact recipe: trained once, then loaded from ``cache_dir`` (notebooks use it).
 
     The run lives in ``cache_dir/<preset>-<hash>``, the hash covering both configs and the data
-    folder, so that a changed setting trains anew. A run that was interrupted resumes where it stopped.
+    folder, so that a changed setting trains anew. A run that was interrupted resumes where it stopped
+    (``resume="auto"``: one killed before its first checkpoint starts again in the same folder).
     ``on_step`` is passed to ``train`` (it is never called when the cached run is complete). Loading a
     complete run writes nothing into its folder (its ``metrics.jsonl`` keeps its bytes and time).
     """
     key = json.dumps([model_config.to_dict(), train_config.to_dict(), str(Path(data_dir).resolve())], sort_keys=True)
     out_dir = Path(cache_dir) / f"{model_config.name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-    return train(model_config, train_config, data_dir, out_dir, resume=True, progress=progress, on_step=on_step)
+    return train(model_config, train_config, data_dir, out_dir, resume="auto", progress=progress, on_step=on_step)
 
 
 @dataclass
@@ -121,21 +134,27 @@ class _Run:
     steps_per_epoch: int
     total_steps: int
     started: float = dataclasses.field(default_factory=time.monotonic)
+    data: dict[str, Any] | None = None  # the dataset's fingerprint, saved in last/ and compared on resume
+    checkpoint_step: int | None = None  # the step of the newest checkpoint in out_dir/last (None: none yet)
 
     def out_of_time(self) -> bool:
         return self.cfg.time_budget_s is not None and time.monotonic() - self.started > self.cfg.time_budget_s
 
     def save_last(self) -> None:
         save_training_state(self.out_dir / "last", self.model, self.optimizer, self.scheduler, self.scaler,
-                            self.state, self.cfg)
+                            self.state, self.cfg, self.data)
+        self.checkpoint_step = self.state.step
 
 
-def _start(model_config: HATConfig, cfg: TrainConfig, data_dir, out_dir: Path, resume: bool, device: str | None):
+def _start(model_config: HATConfig, cfg: TrainConfig, data_dir, out_dir: Path, resume: bool | str,
+           device: str | None, overwrite: bool = False):
     """Build data, model, optimiser, schedule and log; restore them from ``out_dir/last`` when resuming."""
     rank, world = dist.setup()
+    last, earlier = _check_out_dir(out_dir, resume, overwrite)  # refuses before anything is built or changed
     dev = dist.device_for(rank, device) if world > 1 else pick_device(device)
     torch.manual_seed(cfg.seed)
     splits = load_splits(data_dir)
+    check_for_training(splits, cfg)  # missing splits, blank captions, too few val captions: before any step
     model = HAT(model_config).to(dev)
     pairs = TrainPairs(splits["train"], model_config)  # built once: it may decode every image up front
     steps_per_epoch = len(pairs) // cfg.batch_size
@@ -144,13 +163,68 @@ def _start(model_config: HATConfig, cfg: TrainConfig, data_dir, out_dir: Path, r
     optimizer = _optimizer(model, cfg)
     scheduler = _scheduler(optimizer, cfg, steps_per_epoch)
     scaler = grad_scaler(dev, cfg.precision)
-    state, last = TrainState(), find_checkpoint(out_dir / "last")
-    if resume and last is not None:
-        state = load_training_state(last, model, optimizer, scheduler, scaler, model_config, cfg)
-    log = MetricsLog(out_dir / "metrics.jsonl", keep_until=state.step if resume else 0, enabled=rank == 0)
+    state, data = TrainState(), data_fingerprint(data_dir, splits)
+    if last is not None:
+        state = load_training_state(last, model, optimizer, scheduler, scaler, model_config, cfg, data)
+    if rank == 0:  # everything is built: now the earlier run may go (overwrite, or "auto" without a checkpoint)
+        _clear(out_dir, earlier)
+    log = MetricsLog(out_dir / "metrics.jsonl", keep_until=state.step, enabled=rank == 0)
     total = min(cfg.max_steps or cfg.epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
-    run = _Run(model, optimizer, scheduler, scaler, cfg, state, log, out_dir, dev, rank, world, steps_per_epoch, total)
+    run = _Run(model, optimizer, scheduler, scaler, cfg, state, log, out_dir, dev, rank, world, steps_per_epoch, total,
+               data=data, checkpoint_step=state.step if last is not None else None)
     return run, splits, pairs, load_tokenizer(model_config)
+
+
+RUN_FILES = ("metrics.jsonl", "best", "last", ".last.old")  # what a run writes into its folder
+
+
+def _check_out_dir(out_dir: Path, resume: bool | str, overwrite: bool) -> tuple[Path | None, list[str]]:
+    """Check that this run may use ``out_dir``: (the checkpoint to resume from or None, the earlier run's
+    files to delete before starting).
+
+    Refuses, changing nothing, to resume without a checkpoint or to start over an earlier run without
+    ``overwrite``; ``resume="auto"`` without a checkpoint starts over whatever a killed run left.
+    """
+    if resume not in (True, False, "auto"):
+        raise ValueError(f"resume must be True, False or 'auto', not {resume!r}")
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: resume continues the run in the folder, "
+                         "overwrite deletes it")
+    last = find_checkpoint(out_dir / "last")
+    if resume is True and last is None:
+        raise ValueError(f"cannot resume: {out_dir / 'last'} holds no checkpoint (no {STATE_NAME}); drop --resume "
+                         f"(resume=False) and add --overwrite (overwrite=True) to start this run again from scratch")
+    earlier = [name for name in RUN_FILES if _holds_a_run(out_dir / name)]
+    if resume is False and earlier and not overwrite:
+        raise ValueError(f"{out_dir} already holds a run ({', '.join(earlier)}): continue it with --resume "
+                         f"(resume=True) or delete it and start again with --overwrite (overwrite=True)")
+    return (last, []) if resume and last is not None else (None, earlier)
+
+
+def _clear(out_dir: Path, earlier: list[str]) -> None:
+    """Delete an earlier run's files (so that no stale ``best/`` survives) and the temporary folders of a
+    killed save (``.last.XXXXXXXX``; never ``.last.old``, a checkpoint ``find_checkpoint`` falls back to)."""
+    clean_stale_temp(out_dir)
+    for name in earlier:
+        path = out_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def _holds_a_run(path: Path) -> bool:
+    """Whether ``path`` (a run file or folder) holds anything to lose; an empty log does not."""
+    return path.is_dir() or (path.is_file() and path.stat().st_size > 0)
+
+
+def data_fingerprint(data_dir: str | Path, splits) -> dict[str, Any]:
+    """What makes a dataset this dataset for training, cheaply (no image is read): its folder, the sizes
+    of the train and val splits and hashes of the training images' ids and of the validation split's ids and captions."""
+
+    def digest(*columns) -> str:
+        return hashlib.sha256(json.dumps([list(c) for c in columns]).encode()).hexdigest()[:16]
+
+    return {"path": str(Path(data_dir).resolve()), "sizes": {name: len(splits[name]) for name in ("train", "val")},
+            "train_ids": digest(splits["train"]["image_id"]),
+            "val_ids_captions": digest(splits["val"]["image_id"], splits["val"]["captions"])}
 
 
 def _by_family(run: _Run, pairs: TrainPairs) -> bool:
@@ -171,9 +245,11 @@ def _run_epoch(run: _Run, loader, epoch: int, progress: bool, on_step, val_split
         objective = _loss_name(state, cfg)
         loss, accuracy = _train_step(run.model, batches, run.optimizer, run.scaler, cfg, state, run.dev)
         if not math.isfinite(loss):
-            raise NonFiniteLossError(
-                f"the loss became {loss} at step {state.step + 1}; stopped, the last good checkpoint "
-                f"({run.out_dir / 'last'}) is kept: lower the learning rate or use precision='fp32'")
+            saved = (f"the last good checkpoint ({find_checkpoint(run.out_dir / 'last')}, step {run.checkpoint_step}) "
+                     f"is kept" if run.checkpoint_step is not None else
+                     f"no checkpoint was written yet (every {cfg.checkpoint_every} steps and at each epoch's end)")
+            raise NonFiniteLossError(f"the loss became {loss} at step {state.step + 1}; stopped, {saved}: lower the "
+                                     f"learning rate or use precision='fp32'")
         run.scheduler.step()
         state.step += 1
         _update_curriculum(state, cfg, accuracy)
@@ -273,7 +349,8 @@ def _update_curriculum(state: TrainState, cfg: TrainConfig, accuracy: float) -> 
 
 
 def _validate(run: _Run, val_split, progress: bool) -> None:
-    """Recall@K on the validation split; the best model by rSum goes to ``out_dir/best``."""
+    """Recall@K on the validation split; the best model (by ``select_by``: rSum or the R@1 sum) goes to
+    ``out_dir/best``."""
     if run.rank != 0:
         return
     cfg, state = run.cfg, run.state
@@ -283,14 +360,16 @@ def _validate(run: _Run, val_split, progress: bool) -> None:
     record = {"step": state.step, **{k: round(v, 2) for k, v in metrics.items() if isinstance(v, float)}}
     state.history.append(record)
     run.log.write({"validation": record})
-    if metrics["rsum"] > state.best_rsum:
-        state.best_rsum = metrics["rsum"]
+    score = metrics["rsum"] if cfg.select_by == "rsum" else metrics["i2t_r1"] + metrics["t2i_r1"]
+    if score > state.best_rsum:  # best_rsum holds the score select_by chooses (rSum by default)
+        state.best_rsum = score
         run.model.save_pretrained(run.out_dir / "best")
     if progress:
         family = (f", within family i2t {metrics['family_i2t']:.1f} t2i {metrics['family_t2i']:.1f}"
                   if "family_i2t" in metrics else "")
+        best = f"best {state.best_rsum:.1f}" if cfg.select_by == "rsum" else f"best R@1 sum {state.best_rsum:.1f}"
         tqdm.write(f"step {state.step}: val R@1 i2t {metrics['i2t_r1']:.1f} t2i {metrics['t2i_r1']:.1f} "
-                   f"rsum {metrics['rsum']:.1f} (best {state.best_rsum:.1f}){family}")
+                   f"rsum {metrics['rsum']:.1f} ({best}){family}")
 
 
 def _groups(loader, size: int):
@@ -342,7 +421,8 @@ def _text_frozen(run: _Run) -> bool:
 
 
 def _set_backbones_trainable(model: HAT, trainable: bool, freeze_text: bool = False, text_train_layers: int = 0) -> None:
-    """HAT's freeze schedule: with frozen backbones only the norms and projections learn.
+    """HAT's freeze schedule: with frozen backbones only the projections learn (and the per-level norms, unless
+    ``HATConfig.swin_final_norm`` makes them part of the backbone, as in the release).
 
     ``freeze_text`` keeps the text encoder frozen but for its top ``text_train_layers`` layers.
     """
@@ -350,6 +430,8 @@ def _set_backbones_trainable(model: HAT, trainable: bool, freeze_text: bool = Fa
         p.requires_grad_(trainable)
     for p in model.text_encoder.parameters():
         p.requires_grad_(trainable and not freeze_text)
+    if model.config.swin_final_norm:  # the release's level norms belong to the backbone (HATConfig.swin_final_norm)
+        model.image_norms.requires_grad_(trainable)
     if trainable and freeze_text and text_train_layers:
         for layer in model.text_encoder.bert.encoder.layer[-text_train_layers:]:
             for p in layer.parameters():

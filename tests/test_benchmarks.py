@@ -17,3 +17,7 @@ def test_gpu_benchmark_smoke_mode_runs_on_a_cpu(tmp_path):
     assert {run["direction"] for run in result["scoring"]} == {"i2t", "t2i"}
     assert all(run["finite"] for run in result["scoring"])
     assert "| training step, all weights" in out.stdout  # the Markdown table
+    # the colab recipe's two phases, with its micro-batches (grad_accum 2)
+    assert result["colab_frozen"]["frozen_backbones"] and not result["colab_trained"]["frozen_backbones"]
+    assert result["colab_frozen"]["grad_accum"] == result["colab_trained"]["grad_accum"] == 2
+    assert "| colab recipe, all weights" in out.stdout

@@ -55,6 +55,19 @@ def test_flip_moves_pixels_and_words_together(splits, monkeypatch, preload):
         assert kept[1] == plain[1]
 
 
+def test_the_release_flips_pixels_only(splits):
+    """hflip_swaps_left_right=False (the paper preset, as released): the image flips, the caption stays."""
+    split = splits["train"]
+    row = next(i for i, caps in enumerate(split["captions"]) if any("left" in c or "right" in c for c in caps))
+    index = 5 * row + next(k for k, c in enumerate(split[row]["captions"]) if "left" in c or "right" in c)
+    cfg = CFG.replace(train_hflip=True, hflip_swaps_left_right=False)
+    plain = TrainPairs(split, cfg.replace(train_hflip=False), preload=True)[index]
+    flipped = TrainPairs(split, cfg, preload=True)[(index, 1)]
+    torch.testing.assert_close(flipped[0], plain[0].flip(-1))
+    assert flipped[1] == plain[1] and ("left" in plain[1] or "right" in plain[1])
+    assert HATConfig.preset("paper").hflip_swaps_left_right is False and CFG.hflip_swaps_left_right is True
+
+
 def test_preloaded_flips_follow_the_seed_and_are_a_fair_coin(splits):
     pairs = TrainPairs(splits["train"], CFG.replace(train_hflip=True), preload=True)
     plain = TrainPairs(splits["train"], CFG.replace(train_hflip=False), preload=True)

@@ -21,9 +21,10 @@ def test_invalid_train_configs(bad, message):
 
 
 def test_presets_and_copies():
-    assert set(TRAIN_PRESETS) == {"paper", "demo", "notebook"}
-    assert TrainConfig.preset("paper") == TrainConfig()  # the released recipe is the default
-    paper = TrainConfig()
+    assert set(TRAIN_PRESETS) == {"paper", "colab", "demo", "notebook", "gpu"}
+    # the released recipe: the defaults plus the release's freeze schedule, no clipping, best/ by the R@1 sum
+    assert TrainConfig.preset("paper") == TrainConfig(freeze_backbone_epochs=11, grad_clip=None, select_by="r1_sum")
+    paper = TrainConfig.preset("paper")
     assert (paper.lr, paper.batch_size, paper.optimizer, paper.schedule, paper.negatives) == (1e-4, 58, "adam", "step",
                                                                                              "hardest")
     notebook = TrainConfig.preset("notebook")

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from hat_min import runtime
 from hat_min.runtime import autocast, autocast_dtype, grad_scaler, pick_device
 
 
@@ -52,3 +53,22 @@ def test_cpu_bf16_leaves_a_callers_autocast_alone(monkeypatch):
     assert not runtime.cpu_bf16_applies(torch.device("cuda"))  # GPUs have their own autocast
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not runtime.cpu_bf16_applies(torch.device("cpu"))  # the caller's autocast decides
+
+
+@pytest.mark.parametrize("capability, name, expected", [
+    ((7, 5), "Tesla T4", torch.float16),         # Colab's T4: bf16 only emulated
+    ((7, 0), "Tesla V100-SXM2-16GB", torch.float16),
+    ((8, 0), "NVIDIA A100-SXM4-40GB", torch.bfloat16),
+    ((8, 9), "NVIDIA L4", torch.bfloat16),
+    ((9, 0), "NVIDIA H100 80GB HBM3", torch.bfloat16),
+])
+def test_auto_precision_is_fp16_with_a_scaler_before_ampere(monkeypatch, capability, name, expected):
+    """torch reports bf16 as supported on a T4 (emulated): "auto" must ask the compute capability instead."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: capability)
+    cuda = torch.device("cuda")
+    assert runtime.autocast_dtype(cuda, "auto") == expected
+    assert runtime.autocast_dtype(cuda, "bf16") == torch.bfloat16  # an explicit choice is kept
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: ("scaler", device, enabled))
+    assert runtime.grad_scaler(cuda, "auto") == ("scaler", "cuda", expected == torch.float16)
+    assert runtime.grad_scaler(torch.device("cpu"), "auto")[2] is False

@@ -114,7 +114,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path
         train(MODEL, FAST.replace(epochs=3), data, tmp_path / "run", progress=False, on_step=poison)
     last = find_checkpoint(tmp_path / "run" / "last")
     assert all(torch.isfinite(t).all() for t in _weights(last).values())
-    assert torch.load(last / "training_state.pt", weights_only=False)["state"]["step"] == 3
+    assert torch.load(last / "training_state.pt", weights_only=True)["state"]["step"] == 3
 
 
 def test_checkpoint_loads_with_safetensors_and_json_alone(data, tmp_path):
