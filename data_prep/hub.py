@@ -48,7 +48,6 @@ from data_prep._common import (
     BASE_FEATURES,
     SPLITS,
     DataPrepError,
-    check_out,
     dataset_from_rows,
     empty_splits,
     empty_splits_warning,
@@ -56,9 +55,8 @@ from data_prep._common import (
     image_cell,
     run_cli,
     size_mismatch,
-    staging,
-    write_dataset,
 )
+from data_prep._write import check_out, staging, write_dataset
 
 OFFLINE_HINT = "python -m data_prep.synthetic --out DIR"
 SPLIT_OF = {**karpathy.SPLIT_OF, "validation": "val", "dev": "val"}

@@ -35,7 +35,7 @@ exit code 2.
 A split with no images (e.g. a file that lists only test images) is written as an empty split
 with the full schema (it loads; `report.json` lists it under `empty_splits` and the summary
 warns). OUT is replaced (`--overwrite`) only when it is a dataset folder a builder wrote, and
-never when it is or contains IMAGE_ROOT or the split file (see `data_prep/_common.py`).
+never when it is or contains IMAGE_ROOT or the split file (see `data_prep/_write.py`).
 """
 from __future__ import annotations
 
@@ -54,7 +54,6 @@ from data_prep._common import (
     BASE_FEATURES,
     SPLITS,
     DataPrepError,
-    check_out,
     dataset_from_rows,
     empty_splits,
     empty_splits_warning,
@@ -62,9 +61,8 @@ from data_prep._common import (
     image_cell,
     run_cli,
     size_mismatch,
-    staging,
-    write_dataset,
 )
+from data_prep._write import check_out, staging, write_dataset
 
 SPLIT_OF = {"train": "train", "restval": "train", "val": "val", "test": "test"}
 MAX_CAPTIONS = 5

@@ -78,13 +78,12 @@ from data_prep.captions import (  # noqa: F401  (re-exported: the public names o
 )
 from data_prep._common import (
     DataPrepError,
-    check_out,
     folder_size,
     image_cell,
     make_features,
     run_cli,
-    save_dataset,
 )
+from data_prep._write import check_out, save_dataset
 
 SCENE_FEATURES = make_features({"scene": datasets.Value("string"), "family": datasets.Value("int64")})
 

@@ -10,12 +10,17 @@ beside its place (``.last.XXXXXXXX``) and swapped in with renames, so a crash or
 saving leaves the previous checkpoint whole; ``clean_stale_temp`` removes the temporary folders a
 killed run left behind. A truncated or corrupt file is a ``ValueError`` naming it.
 
+The run folder around it (``metrics.jsonl``, ``best/``, ``last/``) follows ``check_run_folder``: a new
+run never starts over an earlier one unless told to overwrite it (``clear_run``), and a resumed run
+needs a checkpoint of the same configs and data (``data_fingerprint``).
+
     save_training_state(out / "last", model, optimizer, scheduler, scaler, state, train_config, data)
     state = load_training_state(out / "last", model, optimizer, scheduler, scaler, model_config, train_config, data)
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import pickle
@@ -29,7 +34,7 @@ from typing import Any
 import torch
 
 from .config import HATConfig
-from .model import HAT
+from .model import HAT, read_json
 
 STATE_NAME = "training_state.pt"
 TRAIN_CONFIG_NAME = "train_config.json"
@@ -125,6 +130,58 @@ def find_checkpoint(directory: Path) -> Path | None:
     return None
 
 
+RUN_FILES = ("metrics.jsonl", "best", "last", ".last.old")  # what a run writes into its folder
+
+
+def check_run_folder(out_dir: Path, resume: bool | str, overwrite: bool) -> tuple[Path | None, list[str]]:
+    """Check that this run may use ``out_dir``: (the checkpoint to resume from or None, the earlier run's
+    files to delete before starting).
+
+    Refuses, changing nothing, to resume without a checkpoint or to start over an earlier run without
+    ``overwrite``; ``resume="auto"`` without a checkpoint starts over whatever a killed run left.
+    """
+    if resume not in (True, False, "auto"):
+        raise ValueError(f"resume must be True, False or 'auto', not {resume!r}")
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: resume continues the run in the folder, "
+                         "overwrite deletes it")
+    last = find_checkpoint(out_dir / "last")
+    if resume is True and last is None:
+        raise ValueError(f"cannot resume: {out_dir / 'last'} holds no checkpoint (no {STATE_NAME}); drop --resume "
+                         f"(resume=False) and add --overwrite (overwrite=True) to start this run again from scratch")
+    earlier = [name for name in RUN_FILES if _holds_a_run(out_dir / name)]
+    if resume is False and earlier and not overwrite:
+        raise ValueError(f"{out_dir} already holds a run ({', '.join(earlier)}): continue it with --resume "
+                         f"(resume=True) or delete it and start again with --overwrite (overwrite=True)")
+    return (last, []) if resume and last is not None else (None, earlier)
+
+
+def clear_run(out_dir: Path, earlier: list[str]) -> None:
+    """Delete an earlier run's files (so that no stale ``best/`` survives) and the temporary folders of a
+    killed save (``.last.XXXXXXXX``; never ``.last.old``, a checkpoint ``find_checkpoint`` falls back to)."""
+    clean_stale_temp(out_dir)
+    for name in earlier:
+        path = out_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def _holds_a_run(path: Path) -> bool:
+    """Whether ``path`` (a run file or folder) holds anything to lose; an empty log does not."""
+    return path.is_dir() or (path.is_file() and path.stat().st_size > 0)
+
+
+def data_fingerprint(data_dir: str | Path, splits) -> dict[str, Any]:
+    """What makes a dataset this dataset for training, cheaply (no image is read): its folder, the sizes
+    of the train and val splits and hashes of the training images' ids and of the validation split's ids and captions."""
+
+    def digest(*columns) -> str:
+        return hashlib.sha256(json.dumps([list(c) for c in columns]).encode()).hexdigest()[:16]
+
+    return {"path": str(Path(data_dir).resolve()), "sizes": {name: len(splits[name]) for name in ("train", "val")},
+            "train_ids": digest(splits["train"]["image_id"]),
+            "val_ids_captions": digest(splits["val"]["image_id"], splits["val"]["captions"])}
+
+
 def clean_stale_temp(out_dir: Path) -> list[Path]:
     """Remove the temporary ``.last.XXXXXXXX`` folders a killed save left in ``out_dir``; returns them.
 
@@ -138,21 +195,13 @@ def clean_stale_temp(out_dir: Path) -> list[Path]:
     return stale
 
 
-def _read_json(path: Path) -> Any:
-    """A JSON file's content, or a ValueError naming the file when it is not JSON."""
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}): the file is truncated or corrupt") from None
-
-
 def _check_data(directory: Path, data: dict[str, Any]) -> None:
     """The dataset must be the one the checkpoint trained on: same split sizes and content hashes
     (its folder may have moved: the path alone is not compared). A checkpoint without ``data.json``
     (written before it existed) is not checked."""
     if not (directory / DATA_NAME).is_file():
         return
-    saved = _read_json(directory / DATA_NAME)
+    saved = read_json(directory / DATA_NAME)
     differ = [k for k in sorted(set(saved) | set(data)) if k != "path" and saved.get(k) != data.get(k)]
     if differ:
         fields = ", ".join(f"{k} (checkpoint {saved.get(k)!r}, now {data.get(k)!r})" for k in differ)
@@ -166,7 +215,7 @@ def _check_train_config(directory: Path, train_config: Any) -> None:
     free = {"max_steps", "epochs", "time_budget_s", "workers", "checkpoint_every"}
     if not (directory / TRAIN_CONFIG_NAME).is_file():
         raise ValueError(f"{directory} holds no {TRAIN_CONFIG_NAME}: not a checkpoint this run can resume")
-    saved = _read_json(directory / TRAIN_CONFIG_NAME)
+    saved = read_json(directory / TRAIN_CONFIG_NAME)
     now = json.loads(json.dumps(dataclasses.asdict(train_config)))
     differ = {k: (saved.get(k), v) for k, v in now.items() if k not in free and saved.get(k) != v}
     if differ:

@@ -130,10 +130,7 @@ class HAT(nn.Module):
         directory = Path(directory)
         if not (directory / WEIGHTS_NAME).is_file() or not (directory / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{directory} holds no {WEIGHTS_NAME} + {CONFIG_NAME} (a save_pretrained folder)")
-        try:
-            data = json.loads((directory / CONFIG_NAME).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{directory / CONFIG_NAME} is not valid JSON ({err}): the file is truncated or corrupt") from None
+        data = read_json(directory / CONFIG_NAME)
         if not isinstance(data, dict):
             raise ValueError(f"{directory / CONFIG_NAME} holds a JSON {type(data).__name__}, not a HATConfig object")
         try:
@@ -155,6 +152,14 @@ class HAT(nn.Module):
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+
+
+def read_json(path: Path):
+    """A JSON file's content, or a ValueError naming the file when it is not JSON (truncated or corrupt)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): the file is truncated or corrupt") from None
 
 
 def atomic_write(path: Path, write) -> None:

@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed as dist
-from .checkpoint import (STATE_NAME, TrainState, clean_stale_temp, find_checkpoint, load_training_state,
-                         save_training_state)
+from .checkpoint import (TrainState, check_run_folder, clear_run, data_fingerprint, find_checkpoint,
+                         load_training_state, save_training_state)
 from .config import SCRATCH, HATConfig
 from .data import TrainPairs, check_for_training, load_splits, train_loader
 from .evaluate import evaluate
@@ -150,16 +149,14 @@ def _start(model_config: HATConfig, cfg: TrainConfig, data_dir, out_dir: Path, r
            device: str | None, overwrite: bool = False):
     """Build data, model, optimiser, schedule and log; restore them from ``out_dir/last`` when resuming."""
     rank, world = dist.setup()
-    last, earlier = _check_out_dir(out_dir, resume, overwrite)  # refuses before anything is built or changed
+    last, earlier = check_run_folder(out_dir, resume, overwrite)  # refuses before anything is built or changed
     dev = dist.device_for(rank, device) if world > 1 else pick_device(device)
     torch.manual_seed(cfg.seed)
     splits = load_splits(data_dir)
     check_for_training(splits, cfg)  # missing splits, blank captions, too few val captions: before any step
     model = HAT(model_config).to(dev)
     pairs = TrainPairs(splits["train"], model_config)  # built once: it may decode every image up front
-    steps_per_epoch = len(pairs) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"the training split has fewer pairs than one batch of {cfg.batch_size}")
+    steps_per_epoch = len(pairs) // cfg.batch_size  # >= 1: check_for_training refused fewer pairs than a batch
     optimizer = _optimizer(model, cfg)
     scheduler = _scheduler(optimizer, cfg, steps_per_epoch)
     scaler = grad_scaler(dev, cfg.precision)
@@ -167,64 +164,12 @@ def _start(model_config: HATConfig, cfg: TrainConfig, data_dir, out_dir: Path, r
     if last is not None:
         state = load_training_state(last, model, optimizer, scheduler, scaler, model_config, cfg, data)
     if rank == 0:  # everything is built: now the earlier run may go (overwrite, or "auto" without a checkpoint)
-        _clear(out_dir, earlier)
+        clear_run(out_dir, earlier)
     log = MetricsLog(out_dir / "metrics.jsonl", keep_until=state.step, enabled=rank == 0)
     total = min(cfg.max_steps or cfg.epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
     run = _Run(model, optimizer, scheduler, scaler, cfg, state, log, out_dir, dev, rank, world, steps_per_epoch, total,
                data=data, checkpoint_step=state.step if last is not None else None)
     return run, splits, pairs, load_tokenizer(model_config)
-
-
-RUN_FILES = ("metrics.jsonl", "best", "last", ".last.old")  # what a run writes into its folder
-
-
-def _check_out_dir(out_dir: Path, resume: bool | str, overwrite: bool) -> tuple[Path | None, list[str]]:
-    """Check that this run may use ``out_dir``: (the checkpoint to resume from or None, the earlier run's
-    files to delete before starting).
-
-    Refuses, changing nothing, to resume without a checkpoint or to start over an earlier run without
-    ``overwrite``; ``resume="auto"`` without a checkpoint starts over whatever a killed run left.
-    """
-    if resume not in (True, False, "auto"):
-        raise ValueError(f"resume must be True, False or 'auto', not {resume!r}")
-    if resume and overwrite:
-        raise ValueError("resume and overwrite exclude each other: resume continues the run in the folder, "
-                         "overwrite deletes it")
-    last = find_checkpoint(out_dir / "last")
-    if resume is True and last is None:
-        raise ValueError(f"cannot resume: {out_dir / 'last'} holds no checkpoint (no {STATE_NAME}); drop --resume "
-                         f"(resume=False) and add --overwrite (overwrite=True) to start this run again from scratch")
-    earlier = [name for name in RUN_FILES if _holds_a_run(out_dir / name)]
-    if resume is False and earlier and not overwrite:
-        raise ValueError(f"{out_dir} already holds a run ({', '.join(earlier)}): continue it with --resume "
-                         f"(resume=True) or delete it and start again with --overwrite (overwrite=True)")
-    return (last, []) if resume and last is not None else (None, earlier)
-
-
-def _clear(out_dir: Path, earlier: list[str]) -> None:
-    """Delete an earlier run's files (so that no stale ``best/`` survives) and the temporary folders of a
-    killed save (``.last.XXXXXXXX``; never ``.last.old``, a checkpoint ``find_checkpoint`` falls back to)."""
-    clean_stale_temp(out_dir)
-    for name in earlier:
-        path = out_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-
-
-def _holds_a_run(path: Path) -> bool:
-    """Whether ``path`` (a run file or folder) holds anything to lose; an empty log does not."""
-    return path.is_dir() or (path.is_file() and path.stat().st_size > 0)
-
-
-def data_fingerprint(data_dir: str | Path, splits) -> dict[str, Any]:
-    """What makes a dataset this dataset for training, cheaply (no image is read): its folder, the sizes
-    of the train and val splits and hashes of the training images' ids and of the validation split's ids and captions."""
-
-    def digest(*columns) -> str:
-        return hashlib.sha256(json.dumps([list(c) for c in columns]).encode()).hexdigest()[:16]
-
-    return {"path": str(Path(data_dir).resolve()), "sizes": {name: len(splits[name]) for name in ("train", "val")},
-            "train_ids": digest(splits["train"]["image_id"]),
-            "val_ids_captions": digest(splits["val"]["image_id"], splits["val"]["captions"])}
 
 
 def _by_family(run: _Run, pairs: TrainPairs) -> bool:

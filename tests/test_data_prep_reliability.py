@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 
 from data_prep import DataPrepError, hub, karpathy, synthetic
-from data_prep._common import BASE_FEATURES, MARKER, not_a_dataset
+from data_prep._common import BASE_FEATURES
+from data_prep._write import MARKER, not_a_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(n_train=4, n_val=4, n_test=4, progress=False)
@@ -198,7 +199,7 @@ def test_a_dataset_that_does_not_load_back_is_not_committed(tmp_path, monkeypatc
 # ----------------------------------------------------------------------------- 3. killed builds
 def test_staging_folders_of_killed_builds_are_removed_by_the_next_build(tmp_path):
     out = tmp_path / "syn"
-    killed = ("import os, signal, sys\nfrom data_prep._common import staging\n"
+    killed = ("import os, signal, sys\nfrom data_prep._write import staging\n"
               "with staging(sys.argv[1]) as work:\n    (work / 'dataset').mkdir()\n"
               "    os.kill(os.getpid(), signal.SIGKILL)\n")
     done = subprocess.run([sys.executable, "-c", killed, str(out)], cwd=ROOT, capture_output=True, timeout=120)
