@@ -6,6 +6,7 @@ The paper architecture (Swin-B at 224 px, a BERT-base-sized text encoder, levels
 then a validation (about 25 s on 2 cores). The freeze schedule is checked on smaller models (seconds).
 """
 import math
+import shutil
 import socket
 
 import pytest
@@ -79,8 +80,9 @@ def paper_run(data, tmp_path_factory):
         mp.setattr(HAT, "encode_image", spy)
         model, summary = train(PAPER, cfg, data, out, progress=False, on_step=on_step)
     del live["before"]
-    return {"model": model.eval(), "summary": summary, "cfg": cfg, "out": out, "steps": steps, "shapes": shapes,
-            "live": live["model"]}
+    yield {"model": model.eval(), "summary": summary, "cfg": cfg, "out": out, "steps": steps, "shapes": shapes,
+           "live": live["model"]}
+    shutil.rmtree(out, ignore_errors=True)  # about 1.5 GB of checkpoints: not kept past this module
 
 
 def _groups(model: HAT) -> dict[str, set[str]]:
