@@ -24,6 +24,8 @@ import types
 import typing
 from pathlib import Path
 
+from . import fieldtypes
+
 RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 
 
@@ -55,16 +57,6 @@ def _parse_value(text: str):
 
 class _Mismatch(Exception):
     """A --set value that is not of its field's type."""
-
-
-def _describe(hint) -> str:
-    """A field's type in words: ``int``, ``float``, ``[[int, int], ...]``, ``int or null``."""
-    args = typing.get_args(hint)
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
-    if typing.get_origin(hint) is tuple:
-        return "[" + ", ".join("..." if a is Ellipsis else _describe(a) for a in args) + "]"
-    return {bool: "true/false"}.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _coerce(value, hint, text: str):
@@ -124,20 +116,10 @@ def _overrides(pairs: list[str], cls) -> dict:
         try:
             out[key] = _coerce(_parse_value(value), hints[key], value)
         except _Mismatch:
-            raise ValueError(f"--set {key}={value}: {cls.__name__}.{key} must be {_describe(hints[key])} "
-                             f"(JSON, e.g. {_example(hints[key])}), got {value!r}") from None
+            hint = hints[key]
+            raise ValueError(f"--set {key}={value}: {cls.__name__}.{key} must be {fieldtypes.describe(hint)} "
+                             f"(JSON, e.g. {fieldtypes.example(hint)}), got {value!r}") from None
     return out
-
-
-def _example(hint) -> str:
-    """A JSON value of the type ``hint``, for error messages."""
-    args = typing.get_args(hint)
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return _example(next(a for a in args if a is not type(None)))
-    if typing.get_origin(hint) is tuple:
-        items = [_example(a) for a in args if a is not Ellipsis]
-        return "[" + ", ".join(items) + "]"
-    return {int: "3", float: "0.5", bool: "true", str: '"text"'}.get(hint, "null")
 
 
 def _configs(args):

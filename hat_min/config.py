@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
+
+from . import fieldtypes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -104,18 +105,9 @@ class HATConfig:
         self._validate()
 
     def _validate(self) -> None:
-        errors = []
-        for name, value in ((f.name, getattr(self, f.name)) for f in dataclasses.fields(self)):
-            floats = value if isinstance(value, (list, tuple)) else [value]  # NaN passes comparisons: refuse it
-            if any(isinstance(v, float) and not math.isfinite(v) for v in floats):
-                errors.append(f"{name} must be finite, got {value!r}")
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        if not isinstance(self.levels, tuple) or not all(  # the loops below need (stage, layer) pairs of ints
-                isinstance(pair, tuple) and len(pair) == 2 and all(map(is_int, pair)) for pair in self.levels):
-            raise ValueError(f"invalid HATConfig: levels must be a sequence of (swin_stage, bert_layer) pairs of "
-                             f"ints, e.g. ((2, 2), (4, 4)), not {self.levels!r}")
+        errors = fieldtypes.problems(self)  # the checks below compare numbers and unpack (stage, layer) pairs
+        if errors:
+            raise ValueError("invalid HATConfig: " + "; ".join(errors))
         if not self.levels:
             errors.append("levels must name at least one (swin_stage, bert_layer) pair")
         repeated = sorted({level for level in self.levels if self.levels.count(level) > 1})
@@ -162,7 +154,7 @@ class HATConfig:
         return not self.image_pretrained and self.text_model in (SCRATCH, MINILM)
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "HATConfig":
+    def preset(cls, name: str, /, **overrides: Any) -> "HATConfig":
         """A named preset (``tiny``, ``minilm``, ``paper``), optionally with fields replaced."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")

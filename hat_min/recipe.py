@@ -14,12 +14,10 @@ offline profile on a GPU, ``hat_min.profiles``). ``hat_min.train`` runs a recipe
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
-import types
-import typing
 from dataclasses import dataclass
 from typing import Any
+
+from . import fieldtypes
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,7 @@ class TrainConfig:
     time_budget_s: float | None = None  # stop training after this many seconds (a safety net)
 
     def __post_init__(self) -> None:
-        problems = self._type_problems()  # the comparisons below need numbers of the right kind
+        problems = fieldtypes.problems(self)  # the comparisons below need numbers of the right kind
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
         for name in ("epochs", "batch_size", "grad_accum", "checkpoint_every", "lr_step_epochs"):
@@ -115,30 +113,8 @@ class TrainConfig:
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
-    def _type_problems(self) -> list[str]:
-        """Fields whose value is not of the annotated kind: int (not bool, not 2.5), finite float, bool, str."""
-        hints = typing.get_type_hints(type(self))
-        problems = []
-        for field in dataclasses.fields(self):
-            value, hint = getattr(self, field.name), hints.get(field.name)
-            union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union  # X | None
-            kinds = typing.get_args(hint) if union else (hint,)
-            if value is None and type(None) in kinds:
-                continue
-            if int in kinds and not (isinstance(value, numbers.Integral) and not isinstance(value, bool)):
-                problems.append(f"{field.name} must be an integer{' or None' * (type(None) in kinds)}, got {value!r}")
-            elif float in kinds and (isinstance(value, bool) or not isinstance(value, numbers.Real)
-                                     or not math.isfinite(value)):
-                problems.append(f"{field.name} must be a finite number{' or None' * (type(None) in kinds)}, "
-                                f"got {value!r}")
-            elif bool in kinds and not isinstance(value, bool):
-                problems.append(f"{field.name} must be true or false, got {value!r}")
-            elif str in kinds and not isinstance(value, str):
-                problems.append(f"{field.name} must be a string, got {value!r}")
-        return problems
-
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "TrainConfig":
+    def preset(cls, name: str, /, **overrides: Any) -> "TrainConfig":
         """``paper`` (the released recipe), ``colab`` (its two phases in one Colab runtime), ``demo`` (a few
         minutes on a CPU), ``notebook`` (the demo, validated every 100 steps) or ``gpu``, with fields replaced."""
         if name not in TRAIN_PRESETS:
