@@ -11,6 +11,7 @@ matplotlib Figure; showing or saving it is the caller's business.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import textwrap
 from collections import Counter
@@ -167,6 +168,17 @@ def _ticks(labels: Sequence[str] | None, n: int):
     return list(labels) if labels is not None else True
 
 
+@contextlib.contextmanager
+def _fixed_numpy_seed(seed: int):
+    """Seed numpy's global generator inside the block and give its earlier state back afterwards."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def ablation_bars(runs, metrics: Sequence[str] = ("i2t_r1", "t2i_r1"), title: str = "", ylabel: str = "Recall (%)",
                   chance: Mapping[str, float] | None = None, reference_mark: str = "(HAT)"):
     """Ablation results (``hat_min.ablation.run_ablation``): one panel per question, a bar per variant
@@ -184,8 +196,9 @@ def ablation_bars(runs, metrics: Sequence[str] = ("i2t_r1", "t2i_r1"), title: st
         part = long[long["question"] == question]
         sns.barplot(data=part, x="variant", y="value", hue="metric", errorbar="sd", capsize=0.15,
                     err_kws={"linewidth": 1.2}, ax=ax, alpha=0.85)
-        sns.stripplot(data=part, x="variant", y="value", hue="metric", dodge=True, size=3.5, palette="dark:black",
-                      legend=False, ax=ax)
+        with _fixed_numpy_seed(0):  # seaborn jitters the dots with numpy's global generator: same data, same picture
+            sns.stripplot(data=part, x="variant", y="value", hue="metric", dodge=True, size=3.5,
+                          palette="dark:black", legend=False, ax=ax)
         ax.set(title=question, xlabel="", ylabel=ylabel if ax is axes[0][0] else "")
         plt.setp(ax.get_xticklabels(), rotation=25, ha="right", rotation_mode="anchor")
         for label in ax.get_xticklabels():

@@ -4,6 +4,8 @@ from collections import Counter
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -70,6 +72,23 @@ def test_ablation_bars_one_panel_per_question_with_error_bars():
     assert all(any(list(line.get_ydata()) == [20.0, 20.0] for line in ax.lines) for ax in fig.axes if ax.get_title())
     with pytest.raises(ValueError, match="missing: rsum_x"):
         plots.ablation_bars(runs, metrics=("rsum_x",))
+
+
+def test_ablation_bars_draws_the_same_dots_every_time_and_leaves_numpys_generator_alone():
+    def dots(fig):  # the seed dots' centres, panel by panel
+        return [np.concatenate([c.get_offsets() for c in ax.collections]) for ax in fig.axes if ax.get_title()]
+
+    runs = _ablation_runs()
+    np.random.seed(123)
+    first = dots(plots.ablation_bars(runs, metrics=("rsum",)))
+    after = np.random.random()
+    np.random.seed(456)  # another global state: the jitter must not follow it
+    second = dots(plots.ablation_bars(runs, metrics=("rsum",)))
+    assert all(np.array_equal(a, b) for a, b in zip(first, second)) and len(first) == 2
+    assert all(len(np.unique(d[:, 0])) > 2 for d in first)  # still jittered along x, not stacked
+    np.random.seed(123)
+    assert np.random.random() == after  # the caller's random stream is as if the plot had not drawn from it
+    plt.close("all")
 
 
 def test_ablation_sweep_plots_the_mean_over_seeds():
