@@ -20,7 +20,6 @@ import json
 import math
 import sys
 import time
-import types
 import typing
 from pathlib import Path
 
@@ -62,7 +61,7 @@ class _Mismatch(Exception):
 def _coerce(value, hint, text: str):
     """``value`` (parsed from the --set ``text``) as the type ``hint``; raises _Mismatch."""
     args = typing.get_args(hint)
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+    if fieldtypes.is_union(hint):
         if type(None) in args and (value is None or value == "None"):
             return None
         for arg in (a for a in args if a is not type(None)):
@@ -72,10 +71,8 @@ def _coerce(value, hint, text: str):
                 pass
         raise _Mismatch
     if typing.get_origin(hint) is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        kinds = [args[0]] * len(value) if args[-1:] == (Ellipsis,) else list(args)
-        if len(kinds) != len(value):
+        kinds = fieldtypes.tuple_kinds(hint, len(value)) if isinstance(value, (list, tuple)) else None
+        if kinds is None:
             raise _Mismatch
         return tuple(_coerce(v, kind, json.dumps(v)) for v, kind in zip(value, kinds))
     if hint is bool:

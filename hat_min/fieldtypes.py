@@ -18,14 +18,23 @@ import types
 import typing
 
 
-def _union(hint) -> bool:
+def is_union(hint) -> bool:
+    """Whether ``hint`` is ``X | Y`` (``int | None``, ``typing.Optional[int]``)."""
     return isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+
+
+def tuple_kinds(hint, n: int) -> list | None:
+    """The item types of ``n`` items under the tuple type ``hint`` (``tuple[int, ...]`` any n, ``tuple[float,
+    float]`` two), or None when ``n`` items cannot be that tuple."""
+    args = typing.get_args(hint)
+    kinds = [args[0]] * n if args[-1:] == (Ellipsis,) else list(args)
+    return kinds if len(kinds) == n else None
 
 
 def describe(hint) -> str:
     """A type in words: ``int``, ``float``, ``[[int, int], ...]``, ``int or null``."""
     args = typing.get_args(hint)
-    if _union(hint):
+    if is_union(hint):
         return " or ".join("null" if a is type(None) else describe(a) for a in args)
     if typing.get_origin(hint) is tuple:
         return "[" + ", ".join("..." if a is Ellipsis else describe(a) for a in args) + "]"
@@ -35,7 +44,7 @@ def describe(hint) -> str:
 def example(hint) -> str:
     """A JSON value of the type ``hint``: ``3``, ``0.5``, ``[[3, 3]]``."""
     args = typing.get_args(hint)
-    if _union(hint):
+    if is_union(hint):
         return example(next(a for a in args if a is not type(None)))
     if typing.get_origin(hint) is tuple:
         return "[" + ", ".join(example(a) for a in args if a is not Ellipsis) + "]"
@@ -44,16 +53,13 @@ def example(hint) -> str:
 
 def matches(value, hint) -> bool:
     """Whether ``value`` is of the annotated type ``hint`` (the rules in the module docstring)."""
-    if _union(hint):
+    if is_union(hint):
         return any(matches(value, arg) for arg in typing.get_args(hint))
     if hint is type(None):
         return value is None
     if typing.get_origin(hint) is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, tuple):
-            return False
-        kinds = [args[0]] * len(value) if args[-1:] == (Ellipsis,) else list(args)
-        return len(kinds) == len(value) and all(matches(v, kind) for v, kind in zip(value, kinds))
+        kinds = tuple_kinds(hint, len(value)) if isinstance(value, tuple) else None
+        return kinds is not None and all(matches(v, kind) for v, kind in zip(value, kinds))
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
@@ -72,6 +78,6 @@ def problems(config) -> list[str]:
     for field in dataclasses.fields(config):
         value, hint = getattr(config, field.name), hints[field.name]
         if not matches(value, hint):
-            finite = " (finite)" if isinstance(value, float) and not math.isfinite(value) else ""
+            finite = " (finite)" if isinstance(value, numbers.Real) and not math.isfinite(value) else ""
             out.append(f"{field.name} must be {describe(hint)}{finite}, e.g. {example(hint)}, got {value!r}")
     return out
