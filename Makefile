@@ -16,7 +16,7 @@ setup: $(DEPS)
 	  sys.exit(s is None or s.origin != '$(CURDIR)/hat_min/__init__.py')") \
 	  || $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | grep -v "is ignored" || true
 	@# import it, and build the fused CPU kernels now rather than in the first scoring call (cached; warns if it fails)
-	@(cd / && $(CURDIR)/$(BIN)/python -c "import hat_min.kernels as k; k.library()") \
+	@(cd / && $(CURDIR)/$(BIN)/python -c "import hat_min.fast.kernels as k; k.library()") \
 	  || { echo "setup failed: hat_min does not import"; exit 1; }
 
 $(DEPS): $(LOCK)

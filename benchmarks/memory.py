@@ -1,7 +1,7 @@
-"""Feature memory of evaluation at the paper's dimensions, and where ``hat_min.evaluate`` keeps the features.
+"""Feature memory of evaluation at the paper's dimensions, and where ``hat_min.evaluation`` keeps the features.
 
 Levels of 784/196/49 regions (Swin-B stages 2-4 at 224 px), captions padded to 32 tokens, width
-768 (``hat_min.evaluate.feature_memory_bytes``). The authors' release encoded every image five
+768 (``hat_min.evaluation.feature_memory_bytes``). The authors' release encoded every image five
 times and kept float64 features; here every image and caption is encoded once and kept in fp16
 on a GPU (float32 on a CPU). Features that need more than ``GPU_SHARE`` of the free GPU memory
 stay in host memory and are moved to the GPU one block at a time.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from hat_min.evaluate import GPU_SHARE, feature_memory_bytes
+from hat_min.evaluation.protocols import GPU_SHARE, feature_memory_bytes
 
 REGIONS, WORDS, WIDTH = (784, 196, 49), 32, 768
 SPLITS = {"Flickr30K test": (1000, 5000), "MSCOCO 5K test": (5000, 25000)}

@@ -1,7 +1,7 @@
 """Benchmark: two-stage retrieval, Recall@1 and scoring time against the number of candidates K.
 
 Encodes a split once with a trained checkpoint, scores it in full (every pair with HAT's
-cross-attention), then with ``hat_min.retrieval`` for each K: global-embedding top-K per query,
+cross-attention), then with ``hat_min.evaluation.retrieval`` for each K: global-embedding top-K per query,
 reranked by cross-attention. Prints a table and saves a figure (R@1 and seconds against K).
 
     python benchmarks/rerank.py                                   # runs/demo/best on data/synthetic's test split
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from hat_min.data import load_splits
-from hat_min.evaluate import encode
+from hat_min.evaluation.data import load_splits
+from hat_min.evaluation.protocols import encode
 from hat_min.model import HAT
-from hat_min.retrieval import rerank_curve
+from hat_min.evaluation.retrieval import rerank_curve
 
 
 def table(rows: list[dict]) -> str:

@@ -1,7 +1,7 @@
 """Benchmark: cross-attention scoring against the release's loop and against this machine's matmul rate.
 
 For several gallery sizes and both directions it prints the time of
-``hat_min.alignment.xattn_similarity`` (first call, and best of --repeats), the speed-up over
+``hat_min.scan_score`` with the implementation "auto" (first call, and best of --repeats), the speed-up over
 the release-shaped per-caption loop (``xattn_vs_loop.per_caption_loop``), the rate in GFLOP/s
 of the one unavoidable matmul (2 * N_img * N_cap * R * W * D flops, W the padded width) and its
 share of the rate of a large float32 matmul timed in the same run, the largest difference to the
@@ -12,7 +12,7 @@ bytes in use by malloc, sampled every 50 us by a thread).
     python benchmarks/scoring.py --quick              # only 64 images x 320 captions, R=49, W=16, D=256
     python benchmarks/scoring.py --device cuda --dtype bfloat16
     python benchmarks/scoring.py --quick --chunk-sizes 256 1024 4096    # memory against chunk size
-    python benchmarks/scoring.py --quick --no-kernels  # t2i with the torch formulas, not the fused C kernels
+    python benchmarks/scoring.py --quick --no-kernels  # "blocked": t2i with the torch formulas, not the C kernels
 """
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from xattn_vs_loop import per_caption_loop  # noqa: E402  (the release-shaped loop)
 
-from hat_min import kernels  # noqa: E402
-from hat_min.alignment import xattn_similarity  # noqa: E402
+from hat_min.fast import kernels  # noqa: E402
+from hat_min.scan import scan_score  # noqa: E402
+
+IMPLEMENTATION = "auto"  # the default; --no-kernels: "blocked"
 
 SIZES = [  # (images, captions, regions, padded words, width)
     (64, 320, 49, 16, 256),  # the issue's target
@@ -113,7 +115,7 @@ class _MallocPeak:
 
 def peak_bytes(images, captions, mask, direction: str, chunk_size: int, device: str) -> int:
     """Peak extra memory of one call: GPU allocator statistics, or sampled host malloc usage (glibc only)."""
-    call = lambda: xattn_similarity(images, captions, mask, direction, 9.0, chunk_size)  # noqa: E731
+    call = lambda: scan_score(images, captions, mask, direction, 9.0, IMPLEMENTATION, chunk_size)  # noqa: E731
     with torch.no_grad():
         if device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -141,17 +143,19 @@ def main() -> None:
                    help="chunk sizes for the memory column (default: --chunk-size)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-loop", action="store_true", help="skip the release-shaped loop (no speed-up column)")
-    p.add_argument("--no-kernels", action="store_true", help="t2i on a CPU with the torch formulas (hat_min.kernels off)")
+    p.add_argument("--no-kernels", action="store_true",
+                   help="t2i on a CPU with the torch formulas (scan_implementation 'blocked', not 'auto')")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args()
     dtype = getattr(torch, args.dtype)
-    kernels.enabled = not args.no_kernels
+    global IMPLEMENTATION
+    IMPLEMENTATION = "blocked" if args.no_kernels else "auto"
     chunks = args.chunk_sizes or [args.chunk_size]
     rate = matmul_rate(args.device, dtype)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device {args.device}, {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load average {load:.2f}; large matmul (same run): {rate:.0f} GFLOP/s")
-    print(f"fused CPU kernels (t2i): {kernels.status()}")
+    print(f"scan implementation {IMPLEMENTATION!r}; fused CPU kernels (t2i): {kernels.status()}")
     print(f"{'size (img x cap, R, W, D)':>27} {'dir':>4} {'loop s':>8} {'first s':>8} {'best s':>8} "
           f"{'speed-up':>8} {'GFLOP/s':>8} {'of mm':>6} {'max|diff|':>9} "
           + " ".join(f"{'MB@' + str(c):>8}" for c in chunks))
@@ -162,7 +166,8 @@ def main() -> None:
         flops = 2 * n_img * n_cap * regions * words * dim
         for direction in ("i2t", "t2i"):
             with torch.no_grad():
-                run = lambda: xattn_similarity(images, captions, mask, direction, 9.0, args.chunk_size)  # noqa: E731
+                run = lambda: scan_score(images, captions, mask, direction, 9.0, IMPLEMENTATION,  # noqa: E731
+                                         args.chunk_size)
                 first, best = timed(run, args.device, args.repeats)
                 ours = run()
                 loop_s, diff = float("nan"), float("nan")

@@ -2,7 +2,7 @@
 
 The authors' release scores a gallery one caption at a time: for each caption it repeats the
 caption for every image, builds the attended context explicitly and takes the cosine. This
-script times that shape of computation against ``hat_min.alignment.xattn_similarity`` on the
+script times that shape of computation against ``hat_min.scan_score`` (implementation "auto") on the
 same seeded features, checks both agree, and prints the speed-up for both directions.
 
     python benchmarks/xattn_vs_loop.py                       # 64 images x 320 captions, R=49, W=16, D=256
@@ -17,7 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from hat_min.alignment import EPS, LEAKY_SLOPE, xattn_similarity
+from hat_min.scan import EPS, LEAKY_SLOPE, scan_score
 
 
 def per_caption_loop(images, captions, lengths, direction: str, lam: float) -> torch.Tensor:
@@ -87,12 +87,12 @@ def main() -> None:
     with torch.inference_mode():
         for direction in ("i2t", "t2i"):
             ref = per_caption_loop(images, captions, lengths, direction, args.lambda_softmax)
-            ours = xattn_similarity(images, captions, mask, direction, args.lambda_softmax, args.chunk_size)
+            ours = scan_score(images, captions, mask, direction, args.lambda_softmax, "auto", args.chunk_size)
             diff = (ref - ours).abs().max().item()
             t_loop = _time(lambda: per_caption_loop(images, captions, lengths, direction, args.lambda_softmax),
                            args.repeats)
-            t_ours = _time(lambda: xattn_similarity(images, captions, mask, direction, args.lambda_softmax,
-                                                    args.chunk_size), args.repeats)
+            t_ours = _time(lambda: scan_score(images, captions, mask, direction, args.lambda_softmax, "auto",
+                                             args.chunk_size), args.repeats)
             print(f"{direction:>9} {t_loop:8.3f} {t_ours:10.3f} {t_loop / t_ours:8.1f}x {diff:11.2e}")
 
 

@@ -144,7 +144,7 @@ def _alt(options) -> str:
 _COUNT_OF = {w: n for n, ws in _COUNT_WORDS.items() for w in ws}
 _SIZE_OF = {w: s for s, ws in _SIZE_WORDS.items() for w in ws}
 _TEXTURE_OF = {w: t for d in (_TEXTURE_ADJ, _TEXTURE_WITH) for t, ws in d.items() for w in ws if w}
-# every word for a shape, singular and plural ("discs" -> "circle"); hat_min.grounding reads it
+# every word for a shape, singular and plural ("discs" -> "circle"); hat_min.tutorial.grounding reads it
 SHAPE_OF = {w: s for s, pairs in _SHAPE_WORDS.items() for pair in pairs for w in pair}
 _TEX_ADJ_RE = _alt(w for ws in _TEXTURE_ADJ.values() for w in ws)
 _TEX_WITH_RE = _alt(w for ws in _TEXTURE_WITH.values() for w in ws)

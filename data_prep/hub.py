@@ -97,9 +97,13 @@ class HubUnreachable(DataPrepError):
 
 
 # ----------------------------------------------------------------------------- reachability
-def offline_reason(timeout: float = 3.0) -> str | None:
-    """Why the hub is unreachable (offline flag set, or no TCP connection), or None if reachable."""
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+def offline_reason(timeout: float = 3.0, flags: tuple[str, ...] = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")) -> str | None:
+    """Why the hub is unreachable (one of the offline ``flags`` set, or no TCP connection), or None if reachable.
+
+    The one probe of the repository: the dataset builders ask it, and so do ``hat_min.encoders`` (with the
+    flags of the model libraries) and ``hat_min.tutorial.profiles``. Behind ``HTTPS_PROXY`` the proxy is probed.
+    """
+    for var in flags:
         if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
             return f"{var} is set"
     proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")

@@ -1,4 +1,4 @@
-"""Free labels of the generated scenes, for pretraining the offline encoders (``hat_min.pretrain``).
+"""Free labels of the generated scenes, for pretraining the offline encoders (``hat_min.weights``).
 
 The generator knows everything about a scene, so labels cost nothing:
 
@@ -27,7 +27,7 @@ LABEL_CLASSES = {"colour": tuple(COLOURS), "shape": SHAPES, "texture": TEXTURES,
 def patch_labels(scene: dict, grid: int, min_cover: float = 0.15, scale: int = 2) -> np.ndarray:
     """The attributes of the object under each cell of a grid x grid partition of a scene's image.
 
-    Free dense supervision for pretraining an image encoder (``hat_min.pretrain``): the scene's
+    Free dense supervision for pretraining an image encoder (``hat_min.weights``): the scene's
     objects are drawn again as masks, and each cell takes the object that covers most of it
     (background when none covers ``min_cover`` of the cell). -> (len(LABEL_FIELDS), grid, grid)
     int64, class index + 1 per field (``LABEL_CLASSES``), 0 for background.

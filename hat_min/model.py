@@ -1,12 +1,13 @@
-"""HAT: Swin and BERT token features aligned at several depths by stacked cross-attention.
+"""HAT: Swin and BERT token features aligned at several depths by stacked cross-attention, and its objective.
 
 Level l pairs Swin stage ``levels[l][0]`` with BERT layer ``levels[l][1]``. Each side of each
 level has its own linear projection to the shared width D (image tokens pass a LayerNorm of
 their own first); no L2 normalisation before the alignment. The score of an (image, caption)
-pair is the weighted sum over levels of the SCAN score; training minimises the hinge loss.
+pair is the weighted sum over levels of the SCAN score (``hat_min.scan``); training minimises
+``HAT.objective``, the one place that says which loss and which negatives.
 
     model = HAT(HATConfig.preset("tiny"))
-    loss = model(images, input_ids, attention_mask)            # (B,3,S,S), (B,W), (B,W) -> scalar
+    scores, loss = model(images, input_ids, attention_mask)   # (B,3,S,S), (B,W), (B,W) -> (B, B), scalar
     img = model.encode_image(images)                           # L tensors (N_img, R_l, D)
     txt = model.encode_text(input_ids, attention_mask)         # L tensors (N_cap, W, D)
     sims = model.score(img, txt, attention_mask)               # (N_img, N_cap)
@@ -23,17 +24,21 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import pretrained
-from .alignment import hierarchical_similarity
 from .config import HATConfig
-from .encoders import BertLayers, SwinStages
-from .loss import hinge_triplet_loss
-from .runtime import cpu_bf16, cpu_bf16_applies
+from .encoders import BertLayers, SwinStages, check_available, swin_final_norm
+from .loss import contrastive_loss, hinge_triplet_loss
+from .scan import hierarchical_score
+
+NEGATIVES = ("hardest", "all", "infonce")  # HAT.objective: the hardest negative (HAT's), all of them, or InfoNCE
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
 
 
 class HAT(nn.Module):
@@ -41,7 +46,7 @@ class HAT(nn.Module):
 
     def __init__(self, config: HATConfig):
         super().__init__()
-        pretrained.check_available(config)  # fail in one sentence before building anything
+        check_available(config)  # fail in one sentence before building anything
         self.config = config
         stages = [stage for stage, _ in config.levels]
         layers = [layer for _, layer in config.levels]
@@ -56,7 +61,7 @@ class HAT(nn.Module):
                 nn.init.normal_(proj.weight, std=config.proj_init_std)
                 nn.init.zeros_(proj.bias)
         if config.swin_final_norm and max(stages) == self.image_encoder.n_stages:  # the release's stage-4 norm
-            self.image_norms[stages.index(max(stages))].load_state_dict(pretrained.swin_final_norm(config))
+            self.image_norms[stages.index(max(stages))].load_state_dict(swin_final_norm(config))
         if config.region_position:  # one learned (R_l, D) table per level: where each region lies
             regions = self.image_encoder.regions(config.image_size)
             self.region_pos = nn.ParameterList(
@@ -73,38 +78,50 @@ class HAT(nn.Module):
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> list[Tensor]:
         """Per-level word tokens: (B, W) ids and mask -> L tensors (B, W, D); padding is masked later."""
-        bf16 = cpu_bf16_applies(input_ids.device, self.config.text_bf16_cpu)  # frozen MiniLM on a CPU
-        with cpu_bf16(input_ids.device, bf16):
-            layers = self.text_encoder(input_ids, attention_mask)  # {layer: (B, W, H)}
-        if bf16:  # back to fp32 for the projections (and everything that trains)
-            layers = {k: h.float() for k, h in layers.items()}
+        layers = self.text_encoder(input_ids, attention_mask)  # {layer: (B, W, H)}
         return [proj(layers[layer]) for (_, layer), proj in zip(self.config.levels, self.text_proj)]
 
-    def score(
-        self, image_feats: list[Tensor], text_feats: list[Tensor], attention_mask: Tensor, chunk_size: int = 1024
-    ) -> Tensor:
-        """HAT's similarity of every image with every caption: -> (N_img, N_cap)."""
+    def score(self, image_feats: list[Tensor], text_feats: list[Tensor], attention_mask: Tensor,
+              chunk_size: int = 1024, pairs: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """HAT's similarity of every image with every caption -> (N_img, N_cap); of ``pairs`` only -> (P,)."""
         cfg = self.config
-        return hierarchical_similarity(
-            image_feats, text_feats, attention_mask, cfg.weights, cfg.direction, cfg.lambda_softmax, chunk_size
-        )
+        return hierarchical_score(image_feats, text_feats, attention_mask, cfg.weights, cfg.direction,
+                                  cfg.lambda_softmax, cfg.scan_implementation, chunk_size, pairs)
 
-    def forward(
-        self,
-        images: Tensor,
-        input_ids: Tensor,
-        attention_mask: Tensor,
-        image_ids: Tensor | None = None,
-        max_violation: bool | None = None,
-    ) -> Tensor:
-        """Hinge triplet loss of a batch of matching pairs (image b, caption b), summed over the batch.
+    def objective(self, image_feats: list[Tensor], text_feats: list[Tensor], attention_mask: Tensor,
+                  image_ids: Tensor | None = None, negatives: str = "hardest", temperature: float = 0.1,
+                  pooled_weight: float = 0.0, pooled_temperature: float = 0.05) -> tuple[Tensor, Tensor]:
+        """The training loss of a batch of matching pairs (image b, caption b): -> scores (B, B), loss ().
 
-        ``image_ids`` (B,) keeps two captions of one image from being each other's negatives;
-        ``max_violation`` overrides the config (all negatives early in training, hardest later).
+        ``negatives``: "hardest" (HAT's: the VSE++ hinge on the hardest negative, margin ``config.margin``),
+        "all" (the hinge summed over every negative) or "infonce" (cross-entropy at ``temperature``: a
+        gentler start for random weights). ``pooled_weight`` > 0 adds InfoNCE on the pooled embeddings
+        (``pooled_embedding``), which trains the first stage of two-stage retrieval; not in the paper.
+        ``image_ids`` (B,) keeps two captions of one image from being each other's negatives.
         """
-        scores = self.score(self.encode_image(images), self.encode_text(input_ids, attention_mask), attention_mask)
-        hardest = self.config.max_violation if max_violation is None else max_violation
-        return hinge_triplet_loss(scores, self.config.margin, hardest, image_ids)
+        if negatives not in NEGATIVES:
+            raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, not {negatives!r}")
+        scores = self.score(image_feats, text_feats, attention_mask)  # (B, B)
+        with torch.autocast(scores.device.type, enabled=False):  # the losses in float32, also under mixed precision
+            if negatives == "infonce":
+                loss = contrastive_loss(scores.float(), temperature, image_ids)
+            else:
+                loss = hinge_triplet_loss(scores.float(), self.config.margin, negatives == "hardest", image_ids)
+            if pooled_weight > 0:
+                cosines = pooled_embedding(image_feats) @ pooled_embedding(text_feats, attention_mask).T  # (B, B)
+                loss = loss + pooled_weight * contrastive_loss(cosines, pooled_temperature, image_ids)
+        return scores, loss
+
+    def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor, image_ids: Tensor | None = None,
+                gather: Callable | None = None, **objective) -> tuple[Tensor, Tensor]:
+        """Encode a batch of matching pairs and return ``objective``'s (scores (B, B), loss).
+
+        ``gather(image_feats, text_feats, attention_mask, image_ids)`` (several processes:
+        ``hat_min.training.distributed.gather_batch``) returns every process's features, so that the
+        negatives come from the whole global batch; ``objective`` passes on ``negatives``, ``temperature``...
+        """
+        batch = self.encode_image(images), self.encode_text(input_ids, attention_mask), attention_mask, image_ids
+        return self.objective(*(gather(*batch) if gather is not None else batch), **objective)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``model.safetensors`` and ``config.json`` into ``directory``, each atomically."""
@@ -140,7 +157,7 @@ class HAT(nn.Module):
         if config is not None and config != saved:
             fields = ", ".join(f"{k} (checkpoint {a!r}, expected {b!r})" for k, (a, b) in saved.diff(config).items())
             raise ValueError(f"the checkpoint in {directory} was made with a different config: {fields}")
-        model = cls(saved.replace(image_pretrained=False) if saved.image_pretrained else saved)
+        model = cls(saved.replace(image_pretrained=False) if saved.image_pretrained else saved)  # no download
         model.config = saved
         try:
             weights = load_file(str(directory / WEIGHTS_NAME))
@@ -150,8 +167,23 @@ class HAT(nn.Module):
         return model
 
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
+def pooled_embedding(levels: Sequence[Tensor], mask: Tensor | None = None) -> Tensor:
+    """One unit vector per item: each level's mean token (real words only), normalised, summed over levels and
+    normalised again: L x (N, T_l, D) (and an optional (N, T) mask) -> (N, D). A dual encoder's view of HAT."""
+    if not levels:
+        raise ValueError("pooled_embedding needs at least one level")
+    if mask is not None and (mask.dim() != 2 or mask.shape[0] != levels[0].shape[0]):
+        raise ValueError(f"mask must be (N, T) with N = {levels[0].shape[0]}, got {tuple(mask.shape)}")
+    total = 0.0
+    for feats in levels:  # (N, T, D)
+        feats = feats.float()
+        if mask is None:
+            mean = feats.mean(dim=1)  # (N, D)
+        else:
+            m = mask[:, : feats.shape[1]].to(feats.dtype)[..., None]  # (N, T, 1)
+            mean = (feats.masked_fill(m == 0, 0.0) * m).sum(1) / m.sum(1).clamp_min(1.0)  # padding may hold NaN
+        total = total + F.normalize(mean, dim=-1)
+    return F.normalize(total, dim=-1)
 
 
 def read_json(path: Path):
@@ -163,10 +195,8 @@ def read_json(path: Path):
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
-
-    A crash or a full disk while writing leaves the previous file untouched.
-    """
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place: a crash or a
+    full disk while writing leaves the previous file untouched."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

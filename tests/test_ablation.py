@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from data_prep.synthetic import generate
-from hat_min import HATConfig, ablation, recall_at_k
-from hat_min.ablation import (ABLATION_MODEL, ABLATION_TRAIN, FAMILY_METRICS, HAT_MARK, METRICS, ablation_grid,
-                              contrasts, describe, distinct_configs, grid_table, run_ablation, summarize)
-from hat_min.metrics import chance_recall
+from hat_min import HATConfig, recall_at_k
+from hat_min.tutorial import ablation
+from hat_min.tutorial.ablation import (ABLATION_MODEL, ABLATION_TRAIN, FAMILY_METRICS, HAT_MARK, METRICS, ablation_grid, contrasts, describe, distinct_configs, grid_table, run_ablation, summarize)
+from hat_min.evaluation import chance_recall
 
 # A very small model from scratch (three Swin stages, the token grids of the real base) and two training
 # steps: each run takes well under a second.

@@ -1,16 +1,17 @@
-"""hat_min.attention: one pair's attention weights, checked against a per-token loop and against xattn_similarity."""
+"""hat_min.tutorial.attention: one pair's attention weights, checked against a per-token loop and against the
+model's score (``hat_min.scan.scan_score``)."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from hat_min import xattn_similarity
-from hat_min.attention import attended_cosines, attention, attention_maps, level_scores, token_grid
+from hat_min import scan_score
+from hat_min.tutorial.attention import attention, attention_maps, level_scores, token_grid
 
 
 def _literal_attention(query, context, lam):
-    """alpha (Q, K) one entry at a time, straight from the formulas of alignment.py's docstring."""
+    """alpha (Q, K) one entry at a time, straight from the formulas of hat_min/scan.py's docstring."""
     Q, K = query.shape[0], context.shape[0]
     leaky = [[F.leaky_relu(query[q] @ context[k], 0.1).item() for k in range(K)] for q in range(Q)]
     norm = [math.sqrt(sum(leaky[q][k] ** 2 for q in range(Q))) + 1e-8 for k in range(K)]  # over the queries
@@ -50,22 +51,24 @@ def test_attention_matches_a_literal_loop(lam):
     torch.testing.assert_close(alpha.sum(1), torch.ones(5))
 
 
-def test_attended_cosines_match_a_literal_loop():
-    g = torch.Generator().manual_seed(2)
-    query, context = torch.randn(5, 6, generator=g), torch.randn(4, 6, generator=g)
-    score = attended_cosines(query, context, attention(query, context, 9.0)).mean()
+@pytest.mark.parametrize("direction", ["i2t", "t2i"])
+def test_level_scores_match_a_literal_loop(direction):
+    image, text, mask = _pair(2, regions=(5,), dim=6, real=4)
+    regions, words = image[0], text[0][:4]
+    query, context = (regions, words) if direction == "i2t" else (words, regions)
+    score = level_scores(image, text, mask, direction, 9.0)[0]
     assert abs(score.item() - _literal_score(query, context, 9.0).item()) < 1e-5
 
 
 @pytest.mark.parametrize("direction", ["i2t", "t2i"])
-def test_maps_give_the_scores_of_xattn_similarity(direction):
+def test_level_scores_are_the_models_scores(direction):
     """The weights drawn are the ones the model scores with: per level, every pair of a small batch."""
     g = torch.Generator().manual_seed(3)
     images = [torch.randn(3, r, 8, generator=g) for r in (16, 4)]  # L x (N_img, R, D)
     captions = [torch.randn(4, 9, 8, generator=g) for _ in range(2)]  # L x (N_cap, W, D)
     mask = torch.tensor([[1] * n + [0] * (9 - n) for n in (9, 5, 2, 7)])  # (N_cap, W), real lengths differ
     for level, (img, cap) in enumerate(zip(images, captions)):
-        expected = xattn_similarity(img, cap, mask, direction, 9.0)  # (N_img, N_cap)
+        expected = scan_score(img, cap, mask, direction, 9.0)  # (N_img, N_cap)
         for i in range(3):
             for j in range(4):
                 got = level_scores([f[i] for f in images], [f[j] for f in captions], mask[j], direction, 9.0)

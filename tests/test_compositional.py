@@ -4,8 +4,7 @@ import json
 import pytest
 import torch
 
-from hat_min.compositional import (KINDS, FamilyLabels, bag_of_words_similarity, family_accuracy, family_chance,
-                                   family_labels)
+from hat_min.evaluation.compositional import (KINDS, FamilyLabels, bag_of_words_similarity, family_accuracy, family_chance, family_labels)
 
 VARIANTS = ("base", "binding", "role", "binding+role")
 BITS = {"base": 0, "binding": 1, "role": 2, "binding+role": 3}

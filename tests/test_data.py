@@ -9,9 +9,9 @@ from PIL import Image
 from data_prep import BASE_FEATURES
 from data_prep.synthetic import flip_caption, generate
 from hat_min.config import HATConfig
-from hat_min.data import (EpochBatches, EvalImages, TrainPairs, eval_captions, eval_image_loader, image_transform,
-                          load_splits, tokenize, train_loader)
-from hat_min.pretrained import load_tokenizer
+from hat_min.evaluation.data import EvalImages, eval_captions, eval_image_loader, image_transform, load_splits, tokenize
+from hat_min.training.data import EpochBatches, TrainPairs, train_loader
+from hat_min.encoders import load_tokenizer
 
 CFG = HATConfig.preset("tiny")
 
@@ -154,13 +154,13 @@ def test_a_training_step_from_the_loader(splits):
     torch.manual_seed(0)
     model = HAT(CFG)
     batch = next(iter(train_loader(splits["train"], CFG, batch_size=6, workers=0)))
-    loss = model(batch["images"], batch["input_ids"], batch["attention_mask"], batch["image_ids"])
+    _, loss = model(batch["images"], batch["input_ids"], batch["attention_mask"], batch["image_ids"])
     loss.backward()
     assert torch.isfinite(loss) and model.text_proj[0].weight.grad is not None
 
 
 def test_epoch_batches_resume_and_split_over_processes():
-    from hat_min.data import EpochBatches
+    from hat_min.training.data import EpochBatches
 
     full = list(EpochBatches(50, 8, seed=1, epoch=2))
     assert len(full) == 6 and all(len(b) == 8 for b in full)  # the last partial batch is dropped
@@ -181,7 +181,7 @@ def test_seeded_samples_are_reproducible(splits):
 
 
 def test_family_batches_hold_whole_families_and_every_pair_once(splits):
-    from hat_min.data import EpochBatches
+    from hat_min.training.data import EpochBatches
 
     pairs = TrainPairs(splits["train"], CFG)
     families = pairs.families()
@@ -200,7 +200,7 @@ def test_family_batches_hold_whole_families_and_every_pair_once(splits):
 
 def test_family_batches_flip_whole_families(splits):
     # a flipped "left of" scene is its own role swap: one flip for every member of a family
-    from hat_min.data import EpochBatches
+    from hat_min.training.data import EpochBatches
 
     pairs = TrainPairs(splits["train"], CFG)
     flips_seen = set()

@@ -4,9 +4,10 @@ import torch
 
 from data_prep.synthetic import generate
 from hat_min import HAT, HATConfig, coco_1k, recall_at_k
-from hat_min.data import EvalImages, eval_captions, tokenize
-from hat_min.evaluate import encode, evaluate, feature_memory_bytes, format_table, similarity
-from hat_min.pretrained import load_tokenizer
+from hat_min.evaluation.data import EvalImages, eval_captions, tokenize
+from hat_min.evaluation.protocols import encode, evaluate, feature_memory_bytes, similarity
+from hat_min.evaluation.tables import format_table
+from hat_min.encoders import load_tokenizer
 
 CFG = HATConfig.preset("tiny")
 FAST = {"workers": 0, "progress": False, "batch_size": 25, "image_block": 8}  # several text batches and blocks
@@ -46,8 +47,8 @@ def test_evaluate_equals_brute_force(models, split, which):
 
 
 def test_family_metrics_and_baselines_on_generated_scenes(models, split):
-    from hat_min.compositional import bag_of_words_similarity, family_accuracy, family_labels
-    from hat_min.evaluate import encode, global_embeddings
+    from hat_min.evaluation.compositional import bag_of_words_similarity, family_accuracy, family_labels
+    from hat_min.evaluation.protocols import encode, global_embeddings
 
     model = models[0]
     result = evaluate(model, split, return_sims=True, baselines=True, **FAST)
@@ -182,7 +183,7 @@ def test_coco_5k_features_fit_in_about_12_gb():
 
 @pytest.mark.parametrize("free_gb, expected", [(80, "cuda"), (24, "cuda"), (20, "cpu"), (8, "cpu")])
 def test_features_stay_on_the_gpu_only_when_they_fit_in_half_its_free_memory(monkeypatch, free_gb, expected):
-    from hat_min import evaluate as ev
+    from hat_min.evaluation import protocols as ev
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free_gb * 10**9, 80 * 10**9))
     coco = feature_memory_bytes(5000, 25000, (784, 196, 49), 32, 768, torch.float16)  # 11.6 GB
@@ -203,6 +204,19 @@ def test_evaluate_counts_the_pairs_scored_with_cross_attention(models, split):
 
 
 def test_default_chunk_size_is_larger_on_a_gpu():
-    from hat_min.evaluate import default_chunk_size
+    from hat_min.evaluation.protocols import default_chunk_size
 
     assert default_chunk_size(torch.device("cuda")) > default_chunk_size(torch.device("cpu")) >= 256
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_evaluation_runs_on_the_eager_equations(models, split, which):
+    """The model scored by its equations (``scan_implementation="eager"``) ranks as by the fast default."""
+    model = models[which]
+    eager = HAT(model.config.replace(scan_implementation="eager")).eval()
+    eager.load_state_dict(model.state_dict())
+    fast = evaluate(model, split, return_sims=True, **FAST)
+    slow = evaluate(eager, split, return_sims=True, **FAST)
+    torch.testing.assert_close(slow["sims"], fast["sims"], atol=1e-5, rtol=1e-5)
+    assert {k: round(v, 6) for k, v in slow.items() if isinstance(v, float)} == \
+           {k: round(v, 6) for k, v in fast.items() if isinstance(v, float)}

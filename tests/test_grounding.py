@@ -1,4 +1,4 @@
-"""hat_min.grounding: the word finder on hand-written tokens, cell coverage against a pixel count, the
+"""hat_min.tutorial.grounding: the word finder on hand-written tokens, cell coverage against a pixel count, the
 attention peaks against a literal loop, the definition on hand-made features, one tiny model end to end."""
 import json
 import math
@@ -8,19 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from data_prep.synthetic import build, generate
-from hat_min.data import load_splits
-from hat_min.grounding import (
-    Word,
-    box_mask,
-    cell_coverage,
-    find_words,
-    grounding,
-    pair_records,
-    peak_regions,
-    summarise,
-    true_pairs,
-    word_records,
-)
+from hat_min.evaluation.data import load_splits
+from hat_min.tutorial.grounding import (Word, box_mask, cell_coverage, find_words, grounding, pair_records, peak_regions, summarise, true_pairs, word_records)
 
 
 def _scene(subject, obj, boxes=None, size=64):
@@ -52,7 +41,7 @@ def test_find_words_skips_words_of_both_groups_or_neither():
 
 def test_find_words_on_generated_captions_with_the_real_tokenizer():
     from hat_min import HATConfig
-    from hat_min.pretrained import load_tokenizer
+    from hat_min.encoders import load_tokenizer
 
     tok = load_tokenizer(HATConfig.preset("tiny"))
     split = generate(n_train=4, n_val=4, n_test=8, seed=3, progress=False)["test"]
@@ -100,7 +89,7 @@ def test_cell_coverage_refuses_more_cells_than_pixels():
 
 # ----------------------------------------------------------------------------- attention peaks
 def _literal_peak(regions, words, w, direction, lam):
-    """The peak region of word w, one scalar at a time in float64, from the SCAN formulas (hat_min/reference.py)."""
+    """The peak region of word w, one scalar at a time in float64, from the SCAN formulas (hat_min/scan.py)."""
     R, W = regions.shape[0], words.shape[0]
     s = [[float(regions[r].double() @ words[k].double()) for k in range(W)] for r in range(R)]  # s[r][k]
     leaky = [[F.leaky_relu(torch.tensor(v), 0.1).item() for v in row] for row in s]

@@ -1,12 +1,13 @@
-"""The fused t2i CPU kernels against the torch formulas and a literal SCAN, and how they build or fall back."""
+"""The fused t2i CPU kernels ("fused") against the torch formulas ("blocked") and the equations ("eager"),
+and how they build or fall back."""
 import shutil
 import warnings
 
 import pytest
 import torch
 
-from hat_min import alignment, kernels
-from hat_min.reference import literal_scan
+from hat_min.fast import kernels
+from hat_min.scan import scan_score
 
 needs_kernels = pytest.mark.skipif(kernels.library() is None, reason=f"fused kernels {kernels.status()}")
 
@@ -21,13 +22,18 @@ def features(seed, n_img, n_cap, regions, words, dim, shortest=1):
     return images, captions, mask
 
 
-def torch_path(*args, **kwargs):
-    """xattn_similarity with the kernels switched off: the reference torch formulas."""
-    saved, kernels.enabled = kernels.enabled, False
-    try:
-        return alignment.xattn_similarity(*args, **kwargs)
-    finally:
-        kernels.enabled = saved
+def torch_path(images, captions, mask, direction, lam=9.0, **kwargs):
+    """The same scores without the kernels: the torch formulas of "blocked"."""
+    return scan_score(images, captions, mask, direction, lam, "blocked", **kwargs)
+
+
+def fused(images, captions, mask, direction, lam=9.0, **kwargs):
+    return scan_score(images, captions, mask, direction, lam, "fused", **kwargs)
+
+
+def eager(images, captions, mask, direction, lam=9.0):
+    """The equations in float64."""
+    return scan_score(images.double(), captions.double(), mask, direction, lam, "eager")
 
 
 @needs_kernels
@@ -39,14 +45,16 @@ def torch_path(*args, **kwargs):
     (2, 18, 196, 32, 24),  # Swin stage 3, long captions
 ])
 @pytest.mark.parametrize("lam", [0.5, 9.0, 20.0])
-def test_fused_matches_literal_and_torch(n_img, n_cap, regions, words, dim, lam):
+def test_fused_matches_eager_and_blocked(n_img, n_cap, regions, words, dim, lam):
     images, captions, mask = features(n_img * 100 + regions, n_img, n_cap, regions, words, dim)
     with torch.no_grad():
         assert kernels.usable(images, captions, lambda_softmax=lam, inplace=True)
-        fused = alignment.xattn_similarity(images, captions, mask, "t2i", lam)
+        got = fused(images, captions, mask, "t2i", lam)
         reference = torch_path(images, captions, mask, "t2i", lam)
-    torch.testing.assert_close(fused, reference, atol=2e-6, rtol=1e-5)
-    assert (fused.double() - literal_scan(images, captions, mask, "t2i", lam)).abs().max() < 1e-5
+        auto = scan_score(images, captions, mask, "t2i", lam, "auto")
+    torch.testing.assert_close(got, reference, atol=2e-6, rtol=1e-5)
+    assert torch.equal(auto, got)  # "auto" is "fused" where the kernels apply
+    assert (got.double() - eager(images, captions, mask, "t2i", lam)).abs().max() < 1e-5
 
 
 @needs_kernels
@@ -54,13 +62,12 @@ def test_fused_at_the_benchmark_size_and_small_chunks():
     """64 images x 320 captions, R=49, W=16 (8-16 real words), D=256: within 1e-6 of the torch formulas."""
     images, captions, mask = features(7, 64, 320, 49, 16, 256, shortest=8)
     with torch.no_grad():
-        fused = alignment.xattn_similarity(images, captions, mask, "t2i")
+        got = fused(images, captions, mask, "t2i")
         reference = torch_path(images, captions, mask, "t2i")
-        torch.testing.assert_close(fused, reference, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(got, reference, atol=1e-6, rtol=1e-5)
         for chunk in (1, 7, 100):  # odd block shapes and caption tails
-            torch.testing.assert_close(alignment.xattn_similarity(images[:9], captions[:50], mask[:50], "t2i",
-                                                                  chunk_size=chunk), reference[:9, :50],
-                                       atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(fused(images[:9], captions[:50], mask[:50], "t2i", chunk_size=chunk),
+                                       reference[:9, :50], atol=1e-6, rtol=1e-5)
 
 
 @needs_kernels
@@ -70,7 +77,7 @@ def test_fused_pairs_equal_matrix_entries():
     img, cap = torch.randint(0, 6, (200,), generator=g), torch.randint(0, 45, (200,), generator=g)
     with torch.no_grad():
         full = torch_path(images, captions, mask, "t2i")
-        pairs = alignment.xattn_pair_similarity(images, captions, mask, img, cap, "t2i", chunk_size=17)
+        pairs = fused(images, captions, mask, "t2i", chunk_size=17, pairs=(img, cap))
     torch.testing.assert_close(pairs, full[img, cap], atol=2e-6, rtol=1e-5)
 
 
@@ -78,8 +85,8 @@ def test_fused_pairs_equal_matrix_entries():
 def test_empty_galleries():
     images, captions, mask = features(4, 3, 10, 5, 4, 8)
     with torch.no_grad():
-        assert alignment.xattn_similarity(images, captions[:0], mask[:0], "t2i").shape == (3, 0)
-        assert alignment.xattn_similarity(images[:0], captions, mask, "t2i").shape == (0, 10)
+        assert fused(images, captions[:0], mask[:0], "t2i").shape == (3, 0)
+        assert fused(images[:0], captions, mask, "t2i").shape == (0, 10)
     assert kernels.upper_gram(torch.zeros(0, 5, 5)).shape == (0, 8, 5)
 
 
@@ -91,10 +98,14 @@ def test_where_the_kernels_do_not_apply():
         assert not kernels.usable(images.to(dtype), captions.to(dtype), lambda_softmax=9.0, inplace=True)
     big = torch.zeros(1, kernels.MAX_REGIONS + 1, 8)
     assert not kernels.usable(big, captions, lambda_softmax=9.0, inplace=True)
-    # and the results there still come from the torch formulas, which match the literal formula
+    # "auto" scores there with the torch formulas, which match the equations; "fused" says why it cannot
     images, captions, mask = features(1, 3, 5, 6, 4, 8)
-    got = alignment.xattn_similarity(images, captions, mask, "t2i", 30.0)
-    assert (got.double() - literal_scan(images, captions, mask, "t2i", 30.0)).abs().max() < 1e-5
+    got = scan_score(images, captions, mask, "t2i", 30.0, "auto")
+    assert (got.double() - eager(images, captions, mask, "t2i", 30.0)).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="'fused' cannot score these features: lambda above 20"):
+        fused(images, captions, mask, "t2i", 30.0)
+    with pytest.raises(ValueError, match="float32 features on a CPU"):
+        fused(images.double(), captions.double(), mask, "t2i")
 
 
 def test_upper_gram_layout_gives_the_quadratic_form():
@@ -114,11 +125,13 @@ def test_upper_gram_layout_gives_the_quadratic_form():
         assert torch.all(upper.tril(-1) == 0)
 
 
-def test_disabled_kernels_say_so(monkeypatch):
-    monkeypatch.setattr(kernels, "enabled", False)
-    assert kernels.status().startswith("off")
-    images, captions, _ = features(0, 2, 3, 5, 4, 8)
-    assert not kernels.usable(images, captions, lambda_softmax=9.0, inplace=True)
+def test_blocked_never_calls_the_kernels(monkeypatch):
+    calls = []
+    monkeypatch.setattr(kernels, "t2i_block", lambda *a, **k: calls.append(1))
+    images, captions, mask = features(0, 2, 3, 5, 4, 8)
+    with torch.no_grad():
+        got = torch_path(images, captions, mask, "t2i")
+    assert not calls and torch.isfinite(got).all()
 
 
 @pytest.fixture
@@ -145,8 +158,10 @@ def test_a_failed_build_warns_once_and_falls_back(fresh_build, monkeypatch, cc):
         assert kernels.status().startswith("off: building xattn_cpu.c failed")
     images, captions, mask = features(2, 3, 5, 6, 4, 8)
     with torch.no_grad():
-        got = alignment.xattn_similarity(images, captions, mask, "t2i")
-    assert (got.double() - literal_scan(images, captions, mask, "t2i", 9.0)).abs().max() < 1e-5
+        got = scan_score(images, captions, mask, "t2i", implementation="auto")
+        with pytest.raises(ValueError, match="'fused' cannot score these features: off: building"):
+            fused(images, captions, mask, "t2i")
+    assert (got.double() - eager(images, captions, mask, "t2i")).abs().max() < 1e-5
     assert not list(fresh_build.rglob("*.so"))
 
 

@@ -86,7 +86,7 @@ def test_bad_input(sims, cpi, message):
 
 @pytest.mark.parametrize("n_img, cpi", [(1, 5), (7, 1), (40, 5), (1000, 5)])
 def test_chance_recall_is_the_mean_over_random_rankings(n_img, cpi):
-    from hat_min.metrics import chance_recall
+    from hat_min.evaluation import chance_recall
 
     expected = chance_recall(n_img, cpi)
     if n_img <= 40:  # the exact mean over many random score matrices

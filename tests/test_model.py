@@ -1,8 +1,12 @@
-"""HAT end to end: shapes for every offline preset, scores, loss, gradients, the paper preset offline."""
+"""HAT end to end: shapes for every offline preset, scores, the objective, gradients, every scan implementation,
+the paper preset offline, and the pooled embeddings."""
+import math
+
 import pytest
 import torch
 
-from hat_min import HAT, HATConfig, OfflineError, hinge_triplet_loss, xattn_similarity
+from hat_min import HAT, HATConfig, OfflineError, contrastive_loss, hinge_triplet_loss, scan_score
+from hat_min.model import pooled_embedding
 
 
 @pytest.mark.parametrize("name", ["tiny", "minilm"])
@@ -24,19 +28,48 @@ def test_score_is_the_sum_of_levels(tiny_model, text_batch):
     with torch.no_grad():
         img = tiny_model.encode_image(torch.randn(3, 3, 64, 64))
         txt = tiny_model.encode_text(ids, mask)
-        expected = sum(xattn_similarity(i, t, mask, "i2t", 9.0) for i, t in zip(img, txt))
+        expected = sum(scan_score(i, t, mask, "i2t", 9.0) for i, t in zip(img, txt))
         torch.testing.assert_close(tiny_model.score(img, txt, mask), expected)
 
 
-def test_loss_matches_hinge_on_scores(tiny_model, text_batch):
+def test_the_objective_is_the_chosen_loss_on_the_scores(tiny_model, text_batch):
     ids, mask = text_batch
     images = torch.randn(3, 3, 64, 64)
+    image_ids = torch.tensor([0, 1, 0])
     with torch.no_grad():
-        sims = tiny_model.score(tiny_model.encode_image(images), tiny_model.encode_text(ids, mask), mask)
-        loss = tiny_model(images, ids, mask)
-        loss_all = tiny_model(images, ids, mask, max_violation=False)
+        img, txt = tiny_model.encode_image(images), tiny_model.encode_text(ids, mask)
+        sims = tiny_model.score(img, txt, mask)
+        scores, loss = tiny_model(images, ids, mask)  # HAT's objective: the hinge on the hardest negative
+        _, loss_all = tiny_model(images, ids, mask, image_ids, negatives="all")
+        _, nce = tiny_model(images, ids, mask, negatives="infonce", temperature=0.5)
+        _, pooled = tiny_model(images, ids, mask, image_ids, pooled_weight=0.3, pooled_temperature=0.1)
+    torch.testing.assert_close(scores, sims)
     assert loss.item() == pytest.approx(hinge_triplet_loss(sims, 0.2, True).item(), abs=1e-5)
-    assert loss_all.item() == pytest.approx(hinge_triplet_loss(sims, 0.2, False).item(), abs=1e-5)
+    assert loss_all.item() == pytest.approx(hinge_triplet_loss(sims, 0.2, False, image_ids).item(), abs=1e-5)
+    assert nce.item() == pytest.approx(contrastive_loss(sims, 0.5).item(), abs=1e-4)
+    cosines = pooled_embedding(img) @ pooled_embedding(txt, mask).T
+    expected = hinge_triplet_loss(sims, 0.2, True, image_ids) + 0.3 * contrastive_loss(cosines, 0.1, image_ids)
+    assert pooled.item() == pytest.approx(expected.item(), abs=1e-4)
+    margin = HAT(HATConfig.preset("tiny", margin=0.5)).eval()
+    margin.load_state_dict(tiny_model.state_dict())
+    with torch.no_grad():
+        assert margin(images, ids, mask)[1].item() == pytest.approx(hinge_triplet_loss(sims, 0.5).item(), abs=1e-4)
+    with pytest.raises(ValueError, match="negatives must be one of hardest, all, infonce"):
+        tiny_model(images, ids, mask, negatives="max_violation")
+
+
+def test_forward_hands_the_features_to_gather(tiny_model, text_batch):
+    """Several processes: ``gather`` returns the global batch, and the objective scores all of it."""
+    ids, mask = text_batch
+    images = torch.randn(3, 3, 64, 64)
+
+    def twice(image_feats, text_feats, attention_mask, image_ids):  # a "second process" with the same slice
+        return ([torch.cat([f, f]) for f in image_feats], [torch.cat([f, f]) for f in text_feats],
+                torch.cat([attention_mask, attention_mask]), torch.cat([image_ids, image_ids + 3]))
+
+    with torch.no_grad():
+        scores, _ = tiny_model(images, ids, mask, torch.arange(3), gather=twice)
+    assert scores.shape == (6, 6)
 
 
 def test_padding_tokens_do_not_change_scores(tiny_model, text_batch):
@@ -56,7 +89,7 @@ def test_gradient_reaches_every_projection_and_both_backbones(direction, text_ba
     torch.manual_seed(1)
     model = HAT(HATConfig.preset("tiny", direction=direction))
     ids, mask = text_batch
-    model(torch.randn(3, 3, 64, 64), ids, mask, max_violation=False).backward()
+    model(torch.randn(3, 3, 64, 64), ids, mask, negatives="all")[1].backward()
     for name, module in [("image_proj", model.image_proj), ("text_proj", model.text_proj),
                          ("image_norms", model.image_norms)]:
         for level, layer in enumerate(module):
@@ -89,7 +122,7 @@ def test_a_few_steps_learn_on_a_fixed_batch():
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(15):
-        loss = model(images, ids, mask, max_violation=False)
+        _, loss = model(images, ids, mask, negatives="all")
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -98,9 +131,9 @@ def test_a_few_steps_learn_on_a_fixed_batch():
 
 
 def test_text_bf16_cpu_gives_fp32_features_close_to_fp32(text_batch, monkeypatch):
-    import hat_min.runtime as runtime
+    from hat_min import encoders
 
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)  # bf16 runs (emulated if need be)
+    monkeypatch.setattr(encoders, "cpu_has_native_bf16", lambda: True)  # bf16 runs (emulated if need be)
     torch.manual_seed(0)
     exact = HAT(HATConfig.preset("tiny")).eval()
     fast = HAT(HATConfig.preset("tiny", text_bf16_cpu=True)).eval()
@@ -132,3 +165,59 @@ def test_region_position_is_what_tells_swapped_places_apart(text_batch):
         moved_pos = [f.flip(1) + pos for f, pos in zip(without, model.region_pos)]
         assert not torch.allclose(model.score(moved_pos, txt, mask), model.score(with_pos, txt, mask))
     assert "region_pos.0" not in plain.state_dict() and HATConfig.preset("paper").region_position is False
+
+
+@pytest.mark.parametrize("direction", ["i2t", "t2i"])
+def test_the_model_scores_and_trains_alike_on_every_implementation(direction, text_batch):
+    """``scan_implementation`` changes how the score is computed, not what it is: scores, losses, gradients."""
+    ids, mask = text_batch
+    images = torch.randn(3, 3, 64, 64)
+    torch.manual_seed(0)
+    base = HAT(HATConfig.preset("tiny", direction=direction, text_dropout=0.0))
+    results = {}
+    for name in ("eager", "blocked", "auto"):
+        model = HAT(base.config.replace(scan_implementation=name))
+        model.load_state_dict(base.state_dict())
+        scores, loss = model(images, ids, mask)
+        loss.backward()
+        results[name] = scores.detach(), loss.detach(), model.image_proj[-1].weight.grad
+    for name in ("blocked", "auto"):
+        for got, expected in zip(results[name], results["eager"]):
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- pooled embeddings
+def _literal(levels, mask):
+    out = []
+    for n in range(levels[0].shape[0]):
+        total = torch.zeros(levels[0].shape[-1], dtype=torch.float64)
+        for feats in levels:
+            tokens = [feats[n, t].double() for t in range(feats.shape[1]) if mask is None or mask[n, t]]
+            mean = sum(tokens) / len(tokens)
+            total += mean / math.sqrt(float(mean @ mean))
+        out.append(total / math.sqrt(float(total @ total)))
+    return torch.stack(out).float()
+
+
+def test_matches_a_literal_loop_and_ignores_padding():
+    g = torch.Generator().manual_seed(0)
+    levels = [torch.randn(5, 7, 8, generator=g), torch.randn(5, 7, 8, generator=g)]
+    mask = torch.arange(7)[None] < torch.tensor([1, 3, 7, 2, 5])[:, None]
+    for feats in levels:
+        feats[~mask] = float("nan")  # padding may hold anything
+    torch.testing.assert_close(pooled_embedding(levels, mask), _literal(levels, mask))
+
+
+def test_without_a_mask_every_token_counts():
+    g = torch.Generator().manual_seed(1)
+    levels = [torch.randn(3, 4, 6, generator=g), torch.randn(3, 1, 6, generator=g)]
+    out = pooled_embedding(levels)
+    torch.testing.assert_close(out, _literal(levels, None))
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(3))
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="at least one level"):
+        pooled_embedding([])
+    with pytest.raises(ValueError, match="mask must be"):
+        pooled_embedding([torch.zeros(2, 3, 4)], torch.ones(3, 3))

@@ -1,5 +1,5 @@
 """The notebooks' first cells: the Colab set-up (one repository variable, a clear stop on the placeholder) and
-the shared profile (hat_min.profiles), so that notebooks 02, 03 and 05 train and load the same run."""
+the shared profile (hat_min.tutorial.profiles), so that notebooks 02, 03 and 05 train and load the same run."""
 import json
 import subprocess
 import sys

@@ -13,10 +13,12 @@ import pytest
 import torch
 
 from data_prep.synthetic import generate
-from hat_min import HAT, HATConfig, pretrained
-from hat_min.evaluate import evaluate
-from hat_min.runlog import read_metrics
-from hat_min.train import TrainConfig, train
+from hat_min import HAT, HATConfig
+import data_prep.hub
+from hat_min import encoders
+from hat_min.evaluation.protocols import evaluate
+from hat_min.training.runlog import read_metrics
+from hat_min.training.loop import TrainConfig, train
 
 # The paper's model with random weights: what benchmarks/gpu.py builds (bert-base dimensions, bert's vocabulary).
 PAPER = HATConfig.preset("paper", image_pretrained=False, text_model="scratch", text_layers=12, text_width=768,
@@ -76,7 +78,7 @@ def paper_run(data, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(socket.socket, "connect", _no_network)
-        mp.setattr(pretrained, "hub_reachable", _hub_unreachable)
+        mp.setattr(data_prep.hub, "offline_reason", _hub_unreachable)
         mp.setattr(HAT, "encode_image", spy)
         model, summary = train(PAPER, cfg, data, out, progress=False, on_step=on_step)
     del live["before"]
@@ -102,7 +104,7 @@ def _groups(model: HAT) -> dict[str, set[str]]:
 @pytest.mark.slow
 def test_paper_architecture_builds_offline_with_the_papers_dimensions(paper_run):
     model = paper_run["model"]  # built by train() (and again by HAT.from_pretrained) with the network blocked
-    assert PAPER.offline and pretrained.hub_downloads(PAPER) == []
+    assert PAPER.offline and encoders.hub_downloads(PAPER) == []
     assert model.config == PAPER
     assert 190e6 < sum(p.numel() for p in model.parameters()) < 205e6  # Swin-B 87 M + BERT-base-sized 110 M
     assert model.image_encoder.channels == {2: 256, 3: 512, 4: 1024}
@@ -147,7 +149,7 @@ def test_train_runs_steps_of_the_paper_recipe_at_224_px_then_validates(paper_run
 
 @pytest.mark.slow
 def test_evaluate_gives_finite_recalls_for_the_paper_architecture(paper_run, data):
-    from hat_min.data import load_splits
+    from hat_min.evaluation.data import load_splits
 
     test = load_splits(data)["test"]
     result = evaluate(paper_run["model"], test, progress=False, workers=0, return_sims=True)

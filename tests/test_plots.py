@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from data_prep.synthetic import generate  # noqa: E402
-from hat_min import plots  # noqa: E402
+from hat_min.tutorial import plots  # noqa: E402
 
 
 @pytest.fixture(scope="module")

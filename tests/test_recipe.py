@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from hat_min import train
-from hat_min.recipe import TRAIN_PRESETS, TrainConfig
+from hat_min.training import loop
+from hat_min.training.recipe import TRAIN_PRESETS, TrainConfig
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -38,4 +38,4 @@ def test_presets_and_copies():
     with pytest.raises(dataclasses.FrozenInstanceError):
         paper.lr = 1.0
     assert TrainConfig(**json.loads(json.dumps(notebook.to_dict()))) == notebook
-    assert train.TrainConfig is TrainConfig  # hat_min.train keeps exporting it
+    assert loop.TrainConfig is TrainConfig  # the loop reads the recipe it runs

@@ -8,11 +8,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hat_min import pretrained, profiles, train as train_module
-from hat_min.checkpoint import TrainState
+from hat_min import encoders
+from hat_min import model as model_module
+from hat_min.tutorial import profiles
+from hat_min.training import loop as train_module
+from hat_min.training.checkpoint import TrainState
 from hat_min.config import HATConfig
 from hat_min.model import HAT
-from hat_min.recipe import DEFAULT_TRAIN_PRESET, TRAIN_PRESETS, TrainConfig
+from hat_min.training.recipe import DEFAULT_TRAIN_PRESET, TRAIN_PRESETS, TrainConfig
 
 METHOD = Path(__file__).resolve().parents[1] / "docs" / "method.md"
 TINY = HATConfig.preset("tiny")
@@ -72,10 +75,10 @@ def test_projections_start_as_in_the_release():
 def test_the_deepest_level_starts_from_swins_final_norm(monkeypatch):
     cfg = TINY.replace(swin_final_norm=True)  # tiny's levels end at stage 4 of 4
     width = HAT(TINY).image_norms[-1].weight.shape[0]
-    real = pretrained.swin_final_norm(cfg)  # a full timm Swin's final LayerNorm (random weights here)
+    real = encoders.swin_final_norm(cfg)  # a full timm Swin's final LayerNorm (random weights here)
     assert set(real) == {"weight", "bias"} and real["weight"].shape == (width,)
     marked = {"weight": torch.linspace(0.5, 1.5, width), "bias": torch.linspace(-1, 1, width)}
-    monkeypatch.setattr(pretrained, "swin_final_norm", lambda config: marked)
+    monkeypatch.setattr(model_module, "swin_final_norm", lambda config: marked)
     model = HAT(cfg)
     torch.testing.assert_close(model.image_norms[-1].weight.data, marked["weight"])
     torch.testing.assert_close(model.image_norms[-1].bias.data, marked["bias"])
@@ -86,7 +89,7 @@ def test_the_deepest_level_starts_from_swins_final_norm(monkeypatch):
 
 @pytest.mark.parametrize("release_norms", [False, True])
 def test_the_level_norms_freeze_with_the_backbones_only_with_the_releases_norms(release_norms, monkeypatch):
-    monkeypatch.setattr(pretrained, "swin_final_norm", lambda config: HAT(TINY).image_norms[-1].state_dict())
+    monkeypatch.setattr(model_module, "swin_final_norm", lambda config: HAT(TINY).image_norms[-1].state_dict())
     model = HAT(TINY.replace(swin_final_norm=release_norms))
     train_module._set_backbones_trainable(model, trainable=False)
     assert not any(p.requires_grad for p in model.image_encoder.parameters())
@@ -130,12 +133,9 @@ def test_profiles_follow_the_machine():
     assert gpu.batch_size > TrainConfig.preset("demo").batch_size and gpu.max_steps > TrainConfig.preset("demo").max_steps
 
 
-def test_the_colab_recipe_has_the_releases_two_phases_and_fits_an_estimated_runtime():
-    colab = TrainConfig.preset("colab")
-    steps = profiles.phase_steps(colab, pairs=29_000 * 5)  # Flickr30K's training split
-    assert steps == {"frozen": 2500, "trained": 1250}
+def test_the_colab_recipe_has_the_releases_two_phases():
+    colab, paper = TrainConfig.preset("colab"), TrainConfig.preset("paper")
+    per_epoch = 29_000 * 5 // colab.batch_size  # Flickr30K's training split: 2,500 steps of 58 pairs
+    assert colab.total_steps(per_epoch) == 3750 and colab.freeze_backbone_epochs * per_epoch == 2500  # then 1,250
     assert colab.lr == 1e-4 and colab.lr * colab.lr_gamma == pytest.approx(1e-5)  # unfrozen at 1e-5, as released
-    hours = profiles.estimate_hours(colab, pairs=29_000 * 5)
-    assert hours["H100"][0] < hours["A100"][0] < hours["L4"][0] < hours["T4"][0]
-    assert 1.0 <= hours["T4"][0] and hours["T4"][1] <= 2.0 and hours["L4"][1] <= 1.0
-    assert profiles.phase_steps(TrainConfig.preset("paper"), pairs=145_000) == {"frozen": 11 * 2500, "trained": 19 * 2500}
+    assert paper.total_steps(per_epoch) == 30 * 2500 and paper.freeze_backbone_epochs * per_epoch == 11 * 2500

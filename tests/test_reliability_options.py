@@ -8,8 +8,8 @@ import pytest
 from data_prep.synthetic import generate
 from hat_min import HAT, HATConfig
 from hat_min.__main__ import _overrides, main
-from hat_min.data import check_for_training
-from hat_min.recipe import TrainConfig
+from hat_min.training.data import check_for_training
+from hat_min.training.recipe import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +130,12 @@ def test_too_few_pairs_for_one_batch_is_refused_up_front(splits):
 
 
 def test_train_cli_refuses_bad_data_before_building_a_model(splits, tmp_path, capsys, monkeypatch):
-    import hat_min.train
+    import hat_min.training.loop as train
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was built before the data was checked")
 
-    monkeypatch.setattr(hat_min.train, "HAT", no_model)
+    monkeypatch.setattr(train, "HAT", no_model)
     bad = tmp_path / "blank"
     datasets.DatasetDict({**splits, "train": _with_captions(splits["train"], 1, ["ok", "", "", "", ""])}).save_to_disk(
         str(bad))

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import hat_min.train as train_module
+import hat_min.training.loop as train_module
 from data_prep.synthetic import generate
 from hat_min import HAT, HATConfig
 from hat_min.__main__ import main
-from hat_min.checkpoint import STATE_NAME, TrainState, find_checkpoint, load_training_state, save_training_state
-from hat_min.runlog import read_metrics
-from hat_min.train import NonFiniteLossError, TrainConfig, _optimizer, _scheduler, train, train_or_load
+from hat_min.training.checkpoint import STATE_NAME, TrainState, find_checkpoint, load_training_state, save_training_state
+from hat_min.training.runlog import read_metrics
+from hat_min.training.loop import NonFiniteLossError, TrainConfig, _optimizer, _scheduler, train, train_or_load
 
 # The tiny preset made smaller still, and a fast recipe (as in test_train.py): 2 steps an epoch.
 MODEL = HATConfig.preset("tiny", text_dropout=0.0, swin_embed_dim=16, swin_depths=(1, 1, 1, 1), swin_heads=(1, 1, 2, 2),

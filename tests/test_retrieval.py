@@ -4,10 +4,9 @@ import torch
 
 from data_prep.synthetic import generate
 from hat_min import HATConfig, coco_1k, recall_at_k
-from hat_min.evaluate import Encoded, encode, similarity
-from hat_min.pooling import pooled_embedding
-from hat_min.retrieval import (candidate_pairs, candidates, global_embeddings, pair_scores, rerank, rerank_curve,
-                               rerank_evaluate)
+from hat_min.evaluation.protocols import Encoded, encode, similarity
+from hat_min.model import pooled_embedding
+from hat_min.evaluation.retrieval import (candidate_pairs, candidates, global_embeddings, pair_scores, rerank, rerank_curve, rerank_evaluate)
 
 CONFIG = HATConfig.preset("tiny", level_weights=(1.0, 0.5, 2.0), embed_dim=16)
 

@@ -1,5 +1,5 @@
 """Markdown tables of results: Recall@K columns, and within-family cells "i2t / t2i"."""
-from hat_min.tables import format_family_table, format_table
+from hat_min.evaluation.tables import format_family_table, format_table
 
 RECALL = {"i2t_r1": 50.0, "i2t_r5": 80.0, "i2t_r10": 90.0, "t2i_r1": 40.0, "t2i_r5": 70.0, "t2i_r10": 85.0,
           "rsum": 415.0}

@@ -9,9 +9,9 @@ from safetensors.torch import load_file
 
 from data_prep.synthetic import generate
 from hat_min import HAT, HATConfig
-from hat_min.checkpoint import find_checkpoint
-from hat_min.runlog import read_metrics
-from hat_min.train import NonFiniteLossError, TrainConfig, _optimizer, _scheduler, train, train_or_load
+from hat_min.training.checkpoint import find_checkpoint
+from hat_min.training.runlog import read_metrics
+from hat_min.training.loop import NonFiniteLossError, TrainConfig, _optimizer, _scheduler, train, train_or_load
 
 # A very small HAT so that each test trains in seconds.
 MODEL = HATConfig.preset("tiny", text_dropout=0.0, swin_embed_dim=16, swin_depths=(1, 1, 1, 1), swin_heads=(1, 1, 2, 2),
@@ -192,7 +192,7 @@ def test_a_frozen_text_encoder_stays_put_while_the_image_encoder_learns(data, tm
 
 
 def test_text_train_layers_trains_only_the_top_layers_of_a_frozen_text_encoder():
-    from hat_min.train import _set_backbones_trainable
+    from hat_min.training.loop import _set_backbones_trainable
 
     model = HAT(HATConfig.preset("minilm", levels=((1, 2), (2, 4), (3, 6))))
     _set_backbones_trainable(model, True, freeze_text=True, text_train_layers=2)
@@ -348,3 +348,19 @@ def test_global_loss_adds_a_weighted_contrastive_term(data, tmp_path):
     aux = first_loss[1.0] - first_loss[0.0]
     assert aux > 1.0  # InfoNCE over 16 pairs in both directions: about 2 * 16 * log(16) at initialisation
     assert first_loss[2.0] - first_loss[1.0] == pytest.approx(aux, rel=1e-4)
+
+
+@pytest.mark.parametrize("direction", ["i2t", "t2i"])
+def test_training_runs_on_the_eager_equations_and_matches_the_fast_run(data, tmp_path, direction):
+    """``scan_implementation="eager"`` trains the same model as the default: the score is one function."""
+    recipe = FAST.replace(epochs=1, negatives="hardest")
+    runs = {}
+    for name in ("eager", "auto"):
+        model, summary = train(MODEL.replace(direction=direction, scan_implementation=name), recipe, data,
+                               tmp_path / name, progress=False)
+        runs[name] = summary, model.state_dict(), read_metrics(tmp_path / name / "metrics.jsonl")[0]
+    assert runs["eager"][0]["steps"] == runs["auto"][0]["steps"] == 2
+    for (eager, fast) in zip(runs["eager"][2], runs["auto"][2]):
+        assert eager["loss"] == pytest.approx(fast["loss"], rel=1e-4)
+    for key, value in runs["eager"][1].items():
+        torch.testing.assert_close(value, runs["auto"][1][key], atol=1e-5, rtol=1e-4)

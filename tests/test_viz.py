@@ -1,4 +1,4 @@
-"""hat_min.viz: pictures drawn from real data and real metrics (content checked, not pixels); the ranking
+"""hat_min.tutorial.viz: pictures drawn from real data and real metrics (content checked, not pixels); the ranking
 helpers against brute force, PCA against an SVD, every figure drawn once headless."""
 import json
 from types import SimpleNamespace
@@ -11,9 +11,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from data_prep.synthetic import generate  # noqa: E402
-from hat_min import viz  # noqa: E402
-from hat_min.runlog import MetricsLog  # noqa: E402
-from hat_min.viz import retrieval_figure, save_retrieval_examples, training_curves  # noqa: E402
+from hat_min.tutorial import viz  # noqa: E402
+from hat_min.training.runlog import MetricsLog  # noqa: E402
+from hat_min.tutorial.viz import retrieval_figure, save_retrieval_examples, training_curves  # noqa: E402
 
 
 def test_retrieval_figure_marks_the_true_image(tmp_path):
@@ -48,7 +48,7 @@ def split():
 @pytest.fixture(scope="module")
 def scored(tiny_model, split):
     """(encoded features, sims (8, 40)) of the tiny untrained model on the small split."""
-    from hat_min.evaluate import encode, similarity
+    from hat_min.evaluation.protocols import encode, similarity
 
     encoded = encode(tiny_model, split, device="cpu", progress=False, workers=0)
     return encoded, similarity(tiny_model, encoded, progress=False, device="cpu")
@@ -56,7 +56,7 @@ def scored(tiny_model, split):
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model):
-    from hat_min.pretrained import load_tokenizer
+    from hat_min.encoders import load_tokenizer
 
     return load_tokenizer(tiny_model.config)
 

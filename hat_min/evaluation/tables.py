@@ -1,0 +1,66 @@
+"""Results as Markdown tables: Recall@K, and the within-family accuracies of the generated scenes.
+
+    print(format_table({"HAT": evaluate(model, test)}))                # R@1 R@5 R@10 both ways, rSum
+    print(format_family_table({"HAT": result, **result["baselines"]}))  # cells "i2t / t2i", percent
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .compositional import KINDS
+
+_COLUMNS = (("i2t R@1", "i2t_r1"), ("i2t R@5", "i2t_r5"), ("i2t R@10", "i2t_r10"),
+            ("t2i R@1", "t2i_r1"), ("t2i R@5", "t2i_r5"), ("t2i R@10", "t2i_r10"), ("rSum", "rsum"))
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A Recall@K table (Markdown): one row per model / protocol, R@1 R@5 R@10 for i2t and t2i, and rSum.
+
+    ``results`` is one ``evaluate`` result or a dict {row name: result}.
+    """
+    rows = {"result": results} if "rsum" in results else results
+    table = [["model", *(head for head, _ in _COLUMNS)]]
+    table += [[str(name), *(_cell(r.get(key)) for _, key in _COLUMNS)] for name, r in rows.items()]
+    return _markdown(table)
+
+
+def format_family_table(results: dict[str, Any]) -> str:
+    """The family metrics as a Markdown table, one row per result, each cell "i2t / t2i" (percent).
+
+    Columns: top-1 in the right family, then within the family (4-way), then two-way by kind of
+    swap. ``results`` is one ``evaluate`` result or a dict {row name: result}; rows without
+    family metrics are left out, and "" is returned when none has them.
+    """
+    rows = {"result": results} if "rsum" in results else results
+    heads = [("top-1 in family", "in_family"), ("within family", "family")]
+    heads += [(kind if kind in ("role", "both") else f"{kind} binding", f"family_{{}}_{kind}") for kind in KINDS]
+    table = [["model (i2t / t2i)", *(head for head, _ in heads)]]
+    for name, r in rows.items():
+        if "family_i2t" not in r:
+            continue
+        cells = []
+        for _, key in heads:
+            i2t, t2i = (r.get(key.format(d) if "{}" in key else f"{key}_{d}") for d in ("i2t", "t2i"))
+            cells.append(f"{_cell(i2t)} / {_cell(t2i)}")
+        table.append([str(name), *cells])
+    return _markdown(table) if len(table) > 1 else ""
+
+
+def _markdown(table: list[list[str]]) -> str:
+    widths = [max(len(line[c]) for line in table) for c in range(len(table[0]))]
+    lines = [[cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(line, widths))]
+             for line in table]
+    lines.insert(1, ["-" * w for w in widths])
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def metric_label(name: str) -> str:
+    """A metric's name in words, for tables, figures and sentences: i2t_r1 -> 'i2t R@1', rsum -> 'rSum', family_i2t -> 'within-family i2t', family_t2i_role -> 'within-family t2i (role)'."""
+    if name.startswith("family_"):
+        parts = name.split("_")[1:]
+        return f"within-family {parts[0]}" + (f" ({parts[1]})" if len(parts) > 1 else "")
+    return "rSum" if name == "rsum" else name.replace("_r", " R@")

@@ -1,0 +1,58 @@
+"""A run's metrics log: one JSON record per line in ``metrics.jsonl`` (steps and validations).
+
+    log = MetricsLog(out / "metrics.jsonl", keep_until=0)      # a new run
+    log.write({"step": 1, "loss": 2.3})
+    steps, validations = read_metrics(out / "metrics.jsonl")   # for plots (hat_min.tutorial.curves)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """Appends one JSON record per line; a resumed run first drops the records after its checkpoint.
+
+    The file is rewritten only when that changes it: a finished run opened again (``train_or_load``
+    of a cached run) leaves its log untouched, bytes and modification time alike. A last line cut
+    short (a run killed mid-write) is dropped; any other line that is not JSON is a ValueError naming
+    the file and the line.
+    """
+
+    def __init__(self, path: Path, keep_until: int, enabled: bool = True):
+        self.path, self.enabled = Path(path), enabled
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        old = self.path.read_text() if self.path.exists() else None
+        lines = old.splitlines() if old and keep_until else []
+        kept = "".join(l + "\n" for n, l in enumerate(lines, 1)
+                       if (step := _line_step(self.path, n, l, last=n == len(lines))) is not None and step <= keep_until)
+        if kept != old:
+            self.path.write_text(kept)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _record_step(record: dict[str, Any]) -> int:
+    return record["step"] if "step" in record else record["validation"]["step"]
+
+
+def _line_step(path: Path, number: int, line: str, last: bool) -> int | None:
+    """The step of line ``number`` of the log; None for a blank line or a torn last line."""
+    try:
+        return _record_step(json.loads(line)) if line.strip() else None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        if last and isinstance(err, json.JSONDecodeError):
+            return None  # cut short by a kill in the middle of a write: dropped with the records after the checkpoint
+        raise ValueError(f"{path} line {number} is not a metrics record ({err}): the log is corrupt") from None
+
+
+def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
+    """A run's ``metrics.jsonl`` as (training records, validation records), for plots."""
+    records = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+    return [r for r in records if "validation" not in r], [r["validation"] for r in records if "validation" in r]
