@@ -1,5 +1,5 @@
 """Builders of the on-disk datasets hat_min trains and evaluates on (see data_prep/README.md)."""
-from data_prep._common import BASE_FEATURES, SPLITS, DataPrepError, to_rgb
+from data_prep._common import BASE_FEATURES, PHRASING_SPLITS, SPLITS, DataPrepError, to_rgb
 from data_prep._write import save_dataset
 
-__all__ = ["BASE_FEATURES", "SPLITS", "DataPrepError", "save_dataset", "to_rgb"]
+__all__ = ["BASE_FEATURES", "PHRASING_SPLITS", "SPLITS", "DataPrepError", "save_dataset", "to_rgb"]

@@ -24,6 +24,9 @@ import numpy as np
 from PIL import Image
 
 SPLITS = ("train", "val", "test")
+# Test-only splits of the generated scenes (``data_prep.synthetic``): the test images again, with
+# captions from a grammar that training never sees (``data_prep.phrasing``).
+PHRASING_SPLITS = ("test_frames", "test_words")
 
 # Karpathy-split image counts of the evaluation protocol (train includes COCO's restval).
 PROTOCOL_SIZES = {

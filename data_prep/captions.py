@@ -123,9 +123,14 @@ def _one_caption(scene: dict, rng: np.random.Generator) -> str:
 
 def make_captions(scene: dict, rng: np.random.Generator, n: int = 5) -> list[str]:
     """`n` different captions of `scene` (different ignoring case and the final period)."""
+    return distinct_captions(lambda: _one_caption(scene, rng), n, scene)
+
+
+def distinct_captions(write, n: int, scene: dict) -> list[str]:
+    """The first `n` different results of `write()` (different ignoring case and the final period)."""
     captions, seen = [], set()
     for _ in range(100 * n):
-        text = _one_caption(scene, rng)
+        text = write()
         key = text.lower().rstrip(".")
         if key not in seen:
             seen.add(key)

@@ -33,12 +33,19 @@ so the same arguments give byte-identical images and captions on every run. The 
 depends only on `seed` and `n_test` (it is drawn first), so changing `--n-train` never
 changes the benchmark.
 
+Unseen phrasing. Two more test-only splits hold the test images again (same rows, image ids and
+scenes) with five captions each from a grammar that no training, validation or pretraining
+caption uses (``data_prep.phrasing``): `test_frames`, new sentence frames with the generator's
+own words ("we see two red triangles above a large blue circle"), and `test_words`, new frames
+and new words ("a couple of crimson wedges atop a huge cobalt orb"). A model that learnt the
+generator's templates rather than the language scores well on `test` and badly on these.
+
 Run:
     python -m data_prep.synthetic --out data/synthetic            # 10,000 / 500 / 1,000
     python -m data_prep.synthetic --out DIR --n-train 2000 --image-size 96 --seed 1 --overwrite
 
-Columns: image (PNG), captions (5 str), image_id (train from 0, val from 1,000,000, test from
-2,000,000), filename ("test/000123.png"), family (int, shared by the four members of a family;
+Columns: image (PNG), captions (5 str), image_id (train from 0, val from 1,000,000, test, test_frames and
+test_words from 2,000,000), filename ("test/000123.png"), family (int, shared by the four members of a family;
 rows of a family are adjacent) and scene, a JSON string:
     {"relation": "above" | "left of", "subject": GROUP, "object": GROUP,
      "variant": "base" | "binding" | "role" | "binding+role", "swapped": "colour" | "texture" | "size",
@@ -76,7 +83,9 @@ from data_prep.captions import (  # noqa: F401  (re-exported: the public names o
     parse_caption,
     pick_one,
 )
+from data_prep.phrasing import phrase_captions
 from data_prep._common import (
+    PHRASING_SPLITS,
     DataPrepError,
     folder_size,
     image_cell,
@@ -283,10 +292,20 @@ def generate(
         for i, (family, scene) in enumerate(scenes[split]):
             rows.append(_make_row(split, i, family, scene, seed, image_size))
             bar.update()
-        columns = {k: [r[k] for r in rows] for k in SCENE_FEATURES}
-        splits[split] = datasets.Dataset.from_dict(columns, features=SCENE_FEATURES)
+        splits[split] = _dataset(rows)
     bar.close()
+    for k, name in enumerate(PHRASING_SPLITS):  # the test rows again, captions from the held-out grammar
+        stream, new_words = len(_SPLIT_ORDER) + k, name == "test_words"
+        splits[name] = _dataset([{**row, "captions": phrase_captions(json.loads(row["scene"]),
+                                                                     np.random.default_rng([seed, stream, i]),
+                                                                     new_words)}
+                                 for i, row in enumerate(rows)])
     return datasets.DatasetDict(splits)
+
+
+def _dataset(rows: list[dict]) -> datasets.Dataset:
+    """Rows of ``_make_row`` as a ``datasets.Dataset``."""
+    return datasets.Dataset.from_dict({k: [r[k] for r in rows] for k in SCENE_FEATURES}, features=SCENE_FEATURES)
 
 
 def build(out: str | Path, overwrite: bool = False, **kwargs) -> Path:
@@ -328,7 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     out = build(a.out, overwrite=a.overwrite, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test,
                 image_size=a.image_size, seed=a.seed)
     total = a.n_train + a.n_val + a.n_test
-    print(f"wrote {total} images (train {a.n_train}, val {a.n_val}, test {a.n_test}; {a.image_size} px, "
+    print(f"wrote {total} images (train {a.n_train}, val {a.n_val}, test {a.n_test}, and the test images again "
+          f"as {' and '.join(PHRASING_SPLITS)} with held-out phrasings; {a.image_size} px, "
           f"seed {a.seed}) to {out} in {time.perf_counter() - start:.1f} s, {folder_size(out) / 1e6:.1f} MB")
 
 

@@ -26,13 +26,13 @@ RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rs
 
 def _summary(metrics: dict) -> dict:
     """The last line's numbers: Recall@K, rSum and (on splits with families) every family metric, rounded."""
-    keys = [*RECALL_KEYS, *(k for k in metrics if k.startswith(("family_", "in_family_")))]
+    keys = [*RECALL_KEYS, *(k for k in metrics if k.startswith(("family_", "in_family_", "winoground_")))]
     return {k: round(metrics[k], 2) for k in keys}
 
 
 def _print_tables(rows: dict) -> None:
     """The Recall@K table and, where the split has families, the within-family table."""
-    from .evaluation.tables import format_family_table, format_table
+    from .evaluation.tables import format_family_table, format_table, format_winoground_table
 
     print(format_table(rows))
     family = format_family_table(rows)
@@ -40,6 +40,8 @@ def _print_tables(rows: dict) -> None:
         print("\nWithin-family accuracy (the right one of 4 scenes with the same words; chance 25 %), and two-way "
               "by kind of swap (chance 50 %):")
         print(family)
+        print("\nWinoground scores over pairs of family members (chance: text 25, image 25, group 16.7 %):")
+        print(format_winoground_table(rows))
 
 
 def parse_field(cls, name: str, text: str):
@@ -121,6 +123,8 @@ def _interrupted(args, argv: list[str]) -> str:
 
 
 def cmd_evaluate(args) -> dict:
+    from data_prep import PHRASING_SPLITS
+
     from .evaluation.data import load_splits
     from .evaluation.protocols import COCO5K_IMAGES, _check_protocol, evaluate
     from .evaluation.retrieval import rerank_evaluate
@@ -135,8 +139,11 @@ def cmd_evaluate(args) -> dict:
     fold_images = 1000 if args.fold_images is None else args.fold_images
     splits = load_splits(args.data)  # the data and the protocol are checked before any model is loaded
     if args.split not in splits:
+        rebuild = "" if args.split not in PHRASING_SPLITS else (
+            f"; generated data written before the phrasing splits gets them when rebuilt: "
+            f"python -m data_prep.synthetic --out {args.data} --overwrite")
         raise ValueError(f"the dataset at {args.data} has no {args.split!r} split; it has: {', '.join(splits)} "
-                         f"(choose one with --split)")
+                         f"(choose one with --split){rebuild}")
     split = splits[args.split]
     if args.protocol == "coco5k" and len(split) != COCO5K_IMAGES:
         raise ValueError(f"--protocol coco5k is MSCOCO's 5K test split ({COCO5K_IMAGES:,} images), but the "
@@ -166,11 +173,13 @@ def cmd_evaluate(args) -> dict:
 
 
 def cmd_demo(args) -> dict:
+    from data_prep import PHRASING_SPLITS
     from data_prep.synthetic import ensure_default
 
     from .config import HATConfig
     from .evaluation.data import load_splits
     from .evaluation.protocols import evaluate
+    from .evaluation.tables import format_split_table
     from .training.loop import TrainConfig, train
     from .tutorial.viz import save_retrieval_examples
 
@@ -181,15 +190,26 @@ def cmd_demo(args) -> dict:
     if any((Path(args.out) / name).exists() for name in ("metrics.jsonl", "best", "last")):
         print(f"the demo replaces the earlier demo run in {args.out}", file=sys.stderr)
     model, summary = train(model_cfg, train_cfg, data, args.out, device=args.device, overwrite=True)
-    test = load_splits(data)["test"]
+    splits = load_splits(data)
+    test = splits["test"]
     metrics = evaluate(model, test, device=args.device, return_sims=True, baselines=True)
     picture = save_retrieval_examples(test, metrics["sims"], Path(args.out) / "retrievals.png")
     references = {f"{ref} (reference)": m for ref, m in metrics["baselines"].items()}
     _print_tables({f"HAT {args.preset}, generated test split ({len(test)} images)": metrics, **references})
+    phrased = {name: evaluate(model, splits[name], device=args.device, baselines=True)
+               for name in PHRASING_SPLITS if name in splits}
+    if phrased:
+        print(f"\nThe same test images, captions in sentence frames (test_frames) and also words (test_words) that "
+              f"training never uses:\n{format_split_table({'test': metrics, **phrased})}")
+    else:
+        print(f"\n(the dataset at {data} predates the held-out phrasing splits; rebuild it with "
+              f"`python -m data_prep.synthetic --out {data} --overwrite` to measure them)")
     print(f"trained {summary['steps']} steps; retrievals drawn in {picture}; "
           f"{time.monotonic() - started:.0f} s in all")
     result = _summary(metrics)
     result["baselines"] = {ref: _summary(m) for ref, m in metrics["baselines"].items()}
+    result["splits"] = {name: {**_summary(m), "baselines": {"pooled": _summary(m["baselines"]["pooled"])}}
+                        for name, m in phrased.items()}
     result.update(checkpoint=str(Path(args.out) / "best"), data=str(data), seconds=round(time.monotonic() - started))
     print(json.dumps(result))
     return result
@@ -219,7 +239,9 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="Recall@K of a trained model on a prepared split")
     e.add_argument("--checkpoint", required=True, help="a folder written by save_pretrained (e.g. runs/demo/best)")
     e.add_argument("--data", required=True, help="a prepared dataset folder")
-    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--split", default="test", choices=["train", "val", "test", "test_frames", "test_words"],
+                   help="test_frames / test_words (generated data): the test images with captions in sentence frames "
+                        "(and words) that training never uses (default: test)")
     e.add_argument("--protocol", default="1k", choices=["1k", "coco1k", "coco5k"],
                    help="1k: the whole split (Flickr30K); coco1k: mean over folds of --fold-images images (MSCOCO "
                         "1K: 5 folds of 1,000); coco5k: the whole split, which must have 5,000 images (MSCOCO 5K)")

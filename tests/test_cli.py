@@ -11,6 +11,7 @@ from hat_min import HAT, HATConfig
 ENV = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
 KEYS = {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"}
 FAMILY = {f"{m}_{d}" for m in ("family", "in_family") for d in ("i2t", "t2i")}
+WINOGROUND = {"winoground_text", "winoground_image", "winoground_group"}
 
 
 def run(*args, timeout=300):
@@ -61,11 +62,35 @@ def test_evaluate_prints_a_table_and_ends_with_json(data, tmp_path):
     assert "R@1" in out.stdout and "Within-family accuracy" in out.stdout
     assert "pooled (reference)" in out.stdout and "bag of words (reference)" in out.stdout
     last = json.loads(out.stdout.strip().splitlines()[-1])
-    assert KEYS | FAMILY | {"xattn_pairs", "baselines"} <= set(last) and last["xattn_pairs"] == 6 * 30  # every pair
+    assert KEYS | FAMILY | WINOGROUND | {"xattn_pairs", "baselines"} <= set(last) and last["xattn_pairs"] == 6 * 30
     assert "family_i2t_colour" in last or "family_i2t_size" in last or "family_i2t_texture" in last
     assert set(last["baselines"]) == {"pooled", "bag of words", "chance"}
     assert last["baselines"]["bag of words"]["in_family_t2i"] == 100.0  # words alone find the family
     assert last["baselines"]["chance"]["family_i2t"] == pytest.approx(100 / 3, abs=0.1)  # families of 4 and 2
+    assert last["baselines"]["chance"]["winoground_group"] == pytest.approx(100 / 6, abs=0.01)
+    assert "Winoground scores" in out.stdout
+
+
+@pytest.mark.parametrize("split", ["test_frames", "test_words"])
+def test_evaluate_reads_captions_outside_the_generators_grammar(data, tmp_path, split):
+    HAT(HATConfig.preset("tiny")).save_pretrained(tmp_path / "model")
+    out = run("evaluate", "--checkpoint", str(tmp_path / "model"), "--data", str(data), "--split", split)
+    assert out.returncode == 0, out.stderr[-2000:]
+    last = json.loads(out.stdout.strip().splitlines()[-1])
+    assert KEYS | FAMILY | WINOGROUND <= set(last)
+    assert last["baselines"]["bag of words"]["in_family_t2i"] == 100.0  # read from the scenes, whatever the words
+
+
+def test_evaluate_on_data_without_the_phrasing_splits_says_how_to_get_them(data, tmp_path):
+    import datasets
+
+    old = tmp_path / "old"
+    splits = datasets.load_from_disk(str(data))
+    datasets.DatasetDict({k: splits[k] for k in ("train", "val", "test")}).save_to_disk(str(old))
+    out = run("evaluate", "--checkpoint", str(tmp_path), "--data", str(old), "--split", "test_words")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "no 'test_words' split" in out.stderr
+    assert f"python -m data_prep.synthetic --out {old} --overwrite" in out.stderr
 
 
 def test_evaluate_on_data_without_families_has_no_family_keys(data, tmp_path):
@@ -102,7 +127,10 @@ def test_demo_runs_end_to_end(data, tmp_path):
     out = run("demo", "--data", str(data), "--out", str(tmp_path / "demo"), "--max-steps", "2")
     assert out.returncode == 0, out.stderr[-3000:]
     last = json.loads(out.stdout.strip().splitlines()[-1])
-    assert KEYS | FAMILY <= set(last) and last["data"] == str(data)
+    assert KEYS | FAMILY | WINOGROUND <= set(last) and last["data"] == str(data)
     assert {"pooled", "bag of words", "chance"} == set(last["baselines"])
+    assert set(last["splits"]) == {"test_frames", "test_words"} and "test_words, pooled (reference)" in out.stdout
+    for name, result in last["splits"].items():
+        assert KEYS | FAMILY | WINOGROUND <= set(result) and set(result["baselines"]) == {"pooled"}, name
     assert (tmp_path / "demo" / "retrievals.png").stat().st_size > 10_000
     assert HAT.from_pretrained(last["checkpoint"]).config.name == "minilm"

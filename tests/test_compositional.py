@@ -42,6 +42,31 @@ def literal_family(sims, family, variants, swapped, cpi):
     pct = lambda xs: 100.0 * sum(xs) / len(xs)  # noqa: E731
     out = {"family_i2t": pct(i2t), "family_t2i": pct(t2i), "in_family_i2t": pct(in_i2t), "in_family_t2i": pct(in_t2i)}
     out.update({f"family_{d}_{k}": pct(v) for (d, k), v in pairs.items() if v})
+    out.update(literal_winoground(sims, family, kind, cpi))
+    return out
+
+
+def literal_winoground(sims, family, kind, cpi):
+    """Winoground's three scores, one item (two images, their k-th captions) at a time, as its paper defines them."""
+    n = len(family)
+    text, image, group, by_kind = [], [], [], {k: [] for k in KINDS}
+    for i in range(n):
+        for j in range(i + 1, n):
+            if family[i] != family[j]:
+                continue
+            for k in range(cpi):
+                c0, c1 = i * cpi + k, j * cpi + k
+                t = sims[i, c0] > sims[i, c1] and sims[j, c1] > sims[j, c0]  # each image prefers its caption
+                m = sims[i, c0] > sims[j, c0] and sims[j, c1] > sims[i, c1]  # each caption prefers its image
+                text.append(bool(t))
+                image.append(bool(m))
+                group.append(bool(t and m))
+                by_kind[kind(i, j)].append(bool(t and m))
+    if not text:
+        return {}
+    pct = lambda xs: 100.0 * sum(xs) / len(xs)  # noqa: E731
+    out = {"winoground_text": pct(text), "winoground_image": pct(image), "winoground_group": pct(group)}
+    out.update({f"winoground_group_{k}": pct(v) for k, v in by_kind.items() if v})
     return out
 
 
@@ -100,6 +125,30 @@ def test_chance_levels():
     chance = family_chance(labels)
     assert chance["family_i2t"] == pytest.approx(25.0) and chance["family_t2i_role"] == 50.0
     assert chance["in_family_t2i"] == pytest.approx(100 * 4 / 40)
+    assert (chance["winoground_text"], chance["winoground_image"]) == (25.0, 25.0)
+    assert chance["winoground_group"] == pytest.approx(100 / 6)
+
+
+def test_winoground_chance_is_what_random_scores_reach():
+    # 500 families of scores drawn at random (15,000 items): the measured scores approach the stated chance
+    labels, *_ = random_labels(500, 8, partial=False)
+    n = labels.family.shape[0]
+    sims = torch.rand(n, 5 * n, generator=torch.Generator().manual_seed(8))
+    got, chance = family_accuracy(sims, labels), family_chance(labels)
+    for key in ("winoground_text", "winoground_image", "winoground_group", "winoground_group_role"):
+        assert got[key] == pytest.approx(chance[key], abs=1.5), key
+
+
+def test_winoground_scores_a_hand_made_pair():
+    # two images of one family, one caption each: image 0 prefers its caption, image 1 does not
+    labels = FamilyLabels(torch.tensor([1, 1]), torch.tensor([0, 2]), ["colour", "colour"])
+    sims = torch.tensor([[0.9, 0.2],    # image 0: own caption 0.9 > 0.2
+                         [0.5, 0.4]])   # image 1: caption 0 (0.5) beats its own (0.4)
+    got = family_accuracy(sims, labels, captions_per_image=1)
+    # text: needs both images right -> 0; image: caption 0 prefers image 0 (0.9 > 0.5) and caption 1
+    # prefers image 1 (0.4 > 0.2) -> 100; group -> 0
+    assert (got["winoground_text"], got["winoground_image"], got["winoground_group"]) == (0.0, 100.0, 0.0)
+    assert got["winoground_group_role"] == 0.0 and "winoground_group_colour" not in got
 
 
 def test_kind_matrix_names_each_swap():

@@ -53,16 +53,17 @@ def test_test_split_does_not_depend_on_train_size(small):
 
 
 def test_schema_and_split_sizes(small):
-    assert set(small) == {"train", "val", "test"}
-    assert {k: len(v) for k, v in small.items()} == {"train": 40, "val": 12, "test": 200}
+    assert set(small) == {"train", "val", "test", "test_frames", "test_words"}
+    assert {k: len(v) for k, v in small.items()} == {"train": 40, "val": 12, "test": 200, "test_frames": 200,
+                                                     "test_words": 200}
     feats = small["train"].features
     assert isinstance(feats["image"], datasets.Image)
     assert feats["captions"] == datasets.List(datasets.Value("string"))
     assert feats["image_id"] == datasets.Value("int64") and feats["family"] == datasets.Value("int64")
     assert feats["filename"] == datasets.Value("string") and feats["scene"] == datasets.Value("string")
-    ids = [i for split in small.values() for i in split["image_id"]]
-    names = [n for split in small.values() for n in split["filename"]]
-    assert len(set(ids)) == len(ids) and len(set(names)) == len(names)
+    ids = [i for name in ("train", "val", "test") for i in small[name]["image_id"]]
+    names = [n for name in ("train", "val", "test") for n in small[name]["filename"]]
+    assert len(set(ids)) == len(ids) and len(set(names)) == len(names)  # the phrasing splits repeat the test rows
 
 
 def test_images_are_64px_png_with_a_varied_background(small):
@@ -90,8 +91,9 @@ def test_five_distinct_captions_per_image(small):
 
 def test_every_caption_describes_its_scene(small):
     """Parsing a caption gives back exactly the image's scene: both phrasings of every relation
-    ("A above B" and "B below A"), all synonyms, binding of attributes to their group."""
-    for split in small.values():
+    ("A above B" and "B below A"), all synonyms, binding of attributes to their group. (The held-out
+    phrasings of test_frames / test_words are read in tests/test_phrasing.py.)"""
+    for split in (small[name] for name in ("train", "val", "test")):
         for scene, caps in zip(_scenes(split), split["captions"]):
             for cap in caps:
                 assert synthetic.parse_caption(cap) == _canonical(scene), cap
@@ -229,7 +231,8 @@ def test_build_writes_atomically_and_refuses_to_overwrite(tmp_path):
     kw = dict(n_train=8, n_val=4, n_test=8, progress=False)
     synthetic.build(out, **kw)
     loaded = datasets.load_from_disk(str(out))
-    assert {k: len(v) for k, v in loaded.items()} == {"train": 8, "val": 4, "test": 8}
+    assert {k: len(v) for k, v in loaded.items()} == {"train": 8, "val": 4, "test": 8, "test_frames": 8,
+                                                      "test_words": 8}
     assert json.loads((out / "synthetic.json").read_text())["n_train"] == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["syn"]  # no temporary folder left
     with pytest.raises(DataPrepError, match="not empty"):

@@ -14,6 +14,11 @@ groups of objects), its *role swap* (the groups exchange places) and both swaps.
   places, ``both`` the two together.
 - ``in_family_i2t`` / ``in_family_t2i``: the share of queries whose top-1 over the whole gallery
   lies in the right family: what a bag of words can already do.
+- ``winoground_text`` / ``winoground_image`` / ``winoground_group``: Winoground's scores (Thrush et
+  al., CVPR 2022), on every pair of family members (two images, a caption of each with the same
+  words, the k-th caption of each image paired with the k-th of the other): *text*, both images
+  prefer their own caption; *image*, both captions prefer their own image; *group*, both at once.
+  Chance 25 / 25 / 16.7 %. ``winoground_group_{colour,...,both}``: the group score by kind of swap.
 
 Ties count against the model, as in ``metrics.recall_at_k``. A split without a ``family`` and a
 ``scene`` column (Flickr30K, MSCOCO) has no such metrics: ``family_labels`` returns None.
@@ -103,6 +108,36 @@ def family_accuracy(sims: Tensor, labels: FamilyLabels, captions_per_image: int 
     out["in_family_i2t"] = _percent(_masked_max(best, same) > _masked_max(best, ~same), torch.ones(n_img, dtype=bool))
     out["in_family_t2i"] = _percent(_masked_max(by_caption, same[owner]) > _masked_max(by_caption, ~same[owner]),
                                     torch.ones(n_cap, dtype=bool))
+    out.update(winoground_scores(sims, labels, captions_per_image))
+    return out
+
+
+def winoground_scores(sims: Tensor, labels: FamilyLabels, captions_per_image: int = 5) -> dict[str, float]:
+    """Winoground's text, image and group scores over every pair of family members, overall and (group) by kind.
+
+    A pair of images (i, j) of one family and a caption slot k give one item: captions c0 = i's k-th,
+    c1 = j's k-th. text: s(i, c0) > s(i, c1) and s(j, c1) > s(j, c0); image: s(i, c0) > s(j, c0)
+    and s(j, c1) > s(i, c1); group: both. Ties count against the model. Percent.
+    """
+    sims = sims.float().cpu()
+    kind = labels.kind_matrix()  # (N, N)
+    i, j = torch.triu(kind >= 0, diagonal=1).nonzero(as_tuple=True)  # (P,) each unordered pair once
+    if not len(i):
+        return {}
+    slots = torch.arange(captions_per_image)
+    c0, c1 = i[:, None] * captions_per_image + slots, j[:, None] * captions_per_image + slots  # (P, cpi)
+    s_i0, s_i1 = sims[i[:, None], c0], sims[i[:, None], c1]  # (P, cpi) image i with c0, c1
+    s_j0, s_j1 = sims[j[:, None], c0], sims[j[:, None], c1]  # (P, cpi) image j with c0, c1
+    text = (s_i0 > s_i1) & (s_j1 > s_j0)
+    image = (s_i0 > s_j0) & (s_j1 > s_i1)
+    group = text & image
+    every = torch.ones_like(text)
+    out = {"winoground_text": _percent(text, every), "winoground_image": _percent(image, every),
+           "winoground_group": _percent(group, every)}
+    pair_kind = kind[i, j][:, None].expand_as(group)  # (P, cpi)
+    for k, name in enumerate(KINDS):
+        if (pair_kind == k).any():
+            out[f"winoground_group_{name}"] = _percent(group, pair_kind == k)
     return out
 
 
@@ -119,23 +154,25 @@ def family_chance(labels: FamilyLabels, captions_per_image: int = 5) -> dict[str
     # i2t: its family's captions among all; t2i: its family's images among all
     out["in_family_i2t"] = 100 * (size * captions_per_image / (n * captions_per_image)).mean().item()
     out["in_family_t2i"] = 100 * (size / n).mean().item()
+    if (kind >= 0).any():  # Winoground with random scores: each of the two conditions 1/2, both 1/4; group 1/6
+        out.update(winoground_text=25.0, winoground_image=25.0, winoground_group=100 / 6)
+        out.update({f"winoground_group_{name}": 100 / 6 for k, name in enumerate(KINDS) if (kind == k).any()})
     return out
 
 
 def bag_of_words_similarity(split, captions_per_image: int = 5, seed: int = 0) -> Tensor:
-    """A scorer that sees only words: cosine of bags of scene words, image (from its scene) x caption (parsed).
+    """A scorer that sees only words: cosine of bags of scene words, image x caption. -> (N_img, N_cap).
 
     Each side is the multiset of the two groups' count, size, colour, texture and shape words and
-    the relation's axis; it is perception without structure, so family members tie: ties are
-    broken by seeded noise far below the words' scores. -> (N_img, N_cap).
+    the relation's axis, read from the ``scene`` column: a caption's bag is its image's scene, as if
+    every word of every caption were read perfectly, whatever its phrasing. It is perception without
+    structure, so family members tie: ties are broken by seeded noise far below the words' scores.
     """
-    from data_prep.captions import parse_caption  # the grammar of the generated scenes
-
     if "scene" not in split.column_names:
         raise ValueError("a bag-of-words reference needs the generated scenes' `scene` column")
     images = [_bag(json.loads(s)) for s in split["scene"]]
-    captions = [_bag(parse_caption(c)) for caps in split["captions"] for c in caps[:captions_per_image]]
-    vocab = {w: i for i, w in enumerate(sorted({w for bag in images + captions for w in bag}))}
+    captions = [bag for bag in images for _ in range(captions_per_image)]  # caption j describes image j // cpi
+    vocab = {w: i for i, w in enumerate(sorted({w for bag in images for w in bag}))}
     img, cap = _counts(images, vocab), _counts(captions, vocab)  # (N_img, V), (N_cap, V)
     sims = torch.nn.functional.normalize(img, dim=1) @ torch.nn.functional.normalize(cap, dim=1).T
     noise = torch.rand(sims.shape, generator=torch.Generator().manual_seed(seed))

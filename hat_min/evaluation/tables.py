@@ -2,6 +2,7 @@
 
     print(format_table({"HAT": evaluate(model, test)}))                # R@1 R@5 R@10 both ways, rSum
     print(format_family_table({"HAT": result, **result["baselines"]}))  # cells "i2t / t2i", percent
+    print(format_winoground_table({"HAT": result, **result["baselines"]}))  # text, image, group (by kind)
 """
 from __future__ import annotations
 
@@ -44,6 +45,37 @@ def format_family_table(results: dict[str, Any]) -> str:
             cells.append(f"{_cell(i2t)} / {_cell(t2i)}")
         table.append([str(name), *cells])
     return _markdown(table) if len(table) > 1 else ""
+
+
+def format_winoground_table(results: dict[str, Any]) -> str:
+    """Winoground's text, image and group scores, and the group score by kind of swap, one row per result.
+
+    Same rows as ``format_family_table``; "" when no result has the scores.
+    """
+    rows = {"result": results} if "rsum" in results else results
+    heads = [("text", "winoground_text"), ("image", "winoground_image"), ("group", "winoground_group")]
+    heads += [(f"group: {kind if kind in ('role', 'both') else kind + ' binding'}", f"winoground_group_{kind}")
+              for kind in KINDS]
+    table = [["model", *(head for head, _ in heads)]]
+    table += [[str(name), *(_cell(r.get(key)) for _, key in heads)] for name, r in rows.items()
+              if "winoground_group" in r]
+    return _markdown(table) if len(table) > 1 else ""
+
+
+def format_split_table(results: dict[str, Any]) -> str:
+    """One model on several splits (rows {split: result}): R@1 both ways, within-family accuracy, Winoground group.
+
+    With each result's pooled reference (``baselines=True``) beside it where it has one.
+    """
+    heads = [("i2t R@1", "i2t_r1"), ("t2i R@1", "t2i_r1"), ("within family i2t", "family_i2t"),
+             ("within family t2i", "family_t2i"), ("Winoground group", "winoground_group")]
+    table = [["split", *(head for head, _ in heads)]]
+    for name, r in results.items():
+        table.append([str(name), *(_cell(r.get(key)) for _, key in heads)])
+        pooled = r.get("baselines", {}).get("pooled")
+        if pooled:
+            table.append([f"{name}, pooled (reference)", *(_cell(pooled.get(key)) for _, key in heads)])
+    return _markdown(table)
 
 
 def _markdown(table: list[list[str]]) -> str:
