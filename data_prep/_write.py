@@ -37,7 +37,7 @@ from typing import Iterator
 
 import datasets
 
-from data_prep._common import PHRASING_SPLITS, SPLITS, DataPrepError, empty_splits
+from data_prep._common import GENERALISATION_SPLITS, SPLITS, DataPrepError, empty_splits
 
 MARKER = "hat_min_dataset.json"
 MARKER_FORMAT = "hat_min dataset"
@@ -64,8 +64,8 @@ def _split_names(folder: Path) -> list[str] | str:
         return "it has no dataset_dict.json"
     except (OSError, ValueError, KeyError, TypeError):
         return "its dataset_dict.json is not a datasets.DatasetDict index"
-    if not isinstance(splits, list) or not set(map(str, splits)) <= set(SPLITS + PHRASING_SPLITS):
-        return f"its dataset_dict.json lists splits {splits}, not among {', '.join(SPLITS + PHRASING_SPLITS)}"
+    if not isinstance(splits, list) or not set(map(str, splits)) <= set(SPLITS + GENERALISATION_SPLITS):
+        return f"its dataset_dict.json lists splits {splits}, not among {', '.join(SPLITS + GENERALISATION_SPLITS)}"
     return [str(s) for s in splits]
 
 

@@ -34,6 +34,34 @@ ATTRIBUTES = ("count", "size", "colour", "texture", "shape")
 BINDING_ATTRIBUTES = ("colour", "texture", "size")  # swapping these keeps every word
 VARIANTS = ("base", "binding", "role", "binding+role")
 
+# ----------------------------------------------------------------------------- held-out compositions
+# Attribute pairs that no group of a training, validation or test scene has, nor any scene the
+# offline encoders are pretrained on (data_prep.labels draws its scenes the same way): the
+# test_unseen split is made of them (CREPE's systematicity). Every word still occurs in training,
+# only never in these pairings: six colour-shape pairs (each shape once, six colours) and two
+# texture-shape pairs.
+HELD_OUT_COMBINATIONS = (
+    {"colour": "red", "shape": "star"},
+    {"colour": "green", "shape": "circle"},
+    {"colour": "blue", "shape": "triangle"},
+    {"colour": "yellow", "shape": "cross"},
+    {"colour": "purple", "shape": "square"},
+    {"colour": "orange", "shape": "diamond"},
+    {"texture": "striped", "shape": "square"},
+    {"texture": "dotted", "shape": "star"},
+)
+
+
+def held_out_combinations(group: dict) -> list[dict]:
+    """The ``HELD_OUT_COMBINATIONS`` that a group {count, size, colour, texture, shape} has."""
+    return [c for c in HELD_OUT_COMBINATIONS if all(group[k] == v for k, v in c.items())]
+
+
+def is_unseen(scene: dict) -> bool:
+    """Whether a scene has a held-out combination in either group (only test_unseen scenes have)."""
+    return any(held_out_combinations(scene[role]) for role in ("subject", "object"))
+
+
 # ----------------------------------------------------------------------------- caption grammar
 _COUNT_WORDS = {1: ("a", "one", "a single"), 2: ("two", "a pair of"), 3: ("three",)}
 _SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big")}

@@ -82,6 +82,8 @@ _FRAMES = (
     "the {half_F} shows {F} and the {half_S} shows {S}",
     "in this scene {S} {be_S} positioned {back} {F}",
 )
+
+
 def _words(options) -> set[str]:
     """Every word of a phrase, or of nested tuples and dicts of phrases ("{F}" placeholders left out)."""
     if isinstance(options, str):
@@ -98,8 +100,8 @@ GENERATOR_WORDS = frozenset(_words((_COUNT_WORDS, _SIZE_WORDS, _TEXTURE_ADJ, _TE
 FRAME_WORDS = frozenset(_words((tuple(re.sub(r"\{v_\w:(\w+)\}", r"\1 \1s", f) for f in _FRAMES), _HALVES))
                         - GENERATOR_WORDS)  # a verb {v_F:sit} is "sit" or "sits"
 # every word of this grammar that the generator never writes (frame words and synonyms)
-NEW_WORDS = frozenset(FRAME_WORDS | _words((_NEW_COUNT, _NEW_SIZE, _NEW_COLOUR, _NEW_TEXTURE, _NEW_SHAPE,
-                                            _NEW_RELATION)) - GENERATOR_WORDS)
+NEW_WORDS = frozenset((FRAME_WORDS | _words((_NEW_COUNT, _NEW_SIZE, _NEW_COLOUR, _NEW_TEXTURE, _NEW_SHAPE,
+                                             _NEW_RELATION))) - GENERATOR_WORDS)
 
 
 def _choose(rng: np.random.Generator, known, new, new_words: bool):

@@ -72,6 +72,7 @@ from data_prep.captions import (  # noqa: F401  (re-exported: the public names o
     BINDING_ATTRIBUTES,
     COLOURS,
     COUNTS,
+    HELD_OUT_COMBINATIONS,
     RELATIONS,
     SHAPES,
     SIZES,
@@ -79,13 +80,18 @@ from data_prep.captions import (  # noqa: F401  (re-exported: the public names o
     VARIANTS,
     flip_caption,
     flip_scene,
+    held_out_combinations,
+    is_unseen,
     make_captions,
     parse_caption,
     pick_one,
 )
 from data_prep.phrasing import phrase_captions
 from data_prep._common import (
+    GENERALISATION_SPLITS,
     PHRASING_SPLITS,
+    SPLITS,
+    UNSEEN_SPLIT,
     DataPrepError,
     folder_size,
     image_cell,
@@ -97,7 +103,9 @@ from data_prep._write import check_out, save_dataset
 SCENE_FEATURES = make_features({"scene": datasets.Value("string"), "family": datasets.Value("int64")})
 
 _SPLIT_ORDER = ("test", "val", "train")  # drawn in this order: test depends on n_test only
-_ID_OFFSET = {"train": 0, "val": 1_000_000, "test": 2_000_000}
+# The random stream of each split (numpy seeds [seed, stream, ...]): test_unseen is drawn after the three.
+_STREAM = {"test": 0, "val": 1, "train": 2, "test_frames": 3, "test_words": 4, "test_unseen": 5}
+_ID_OFFSET = {"train": 0, "val": 1_000_000, "test": 2_000_000, "test_unseen": 3_000_000}
 _SIZE_FRACTION = {"small": 0.16, "large": 0.27}  # object diameter / image side
 
 
@@ -136,14 +144,18 @@ def sample_family(rng: np.random.Generator) -> list[dict]:
             for (s, o), v in zip(pairs, VARIANTS)]
 
 
-def _split_scenes(n: int, rng: np.random.Generator, seen: set) -> list[tuple[int, dict]]:
-    """`n` (family index, scene) pairs whose scenes are not in `seen` (which is updated)."""
+def _split_scenes(n: int, rng: np.random.Generator, seen: set, unseen: bool = False) -> list[tuple[int, dict]]:
+    """`n` (family index, scene) pairs whose scenes are not in `seen` (which is updated).
+
+    Whole families whose four scenes all have no held-out combination (``HELD_OUT_COMBINATIONS``),
+    or with `unseen`, all have one (test_unseen).
+    """
     rows: list[tuple[int, dict]] = []
     family = 0
     while len(rows) < n:
         members = sample_family(rng)
         keys = [scene_key(s) for s in members]
-        if any(k in seen for k in keys):
+        if any(k in seen for k in keys) or any(is_unseen(s) != unseen for s in members):
             continue
         seen.update(keys)
         rows.extend((family, s) for s in members[: n - len(rows)])
@@ -258,7 +270,7 @@ def render_scene(scene: dict, rng: np.random.Generator, image_size: int = 64, sc
 
 def _make_row(split: str, index: int, family: int, scene: dict, seed: int, image_size: int) -> dict:
     """Lay out, render and caption one scene; return a dataset row."""
-    rng = np.random.default_rng([seed, _SPLIT_ORDER.index(split), index])
+    rng = np.random.default_rng([seed, _STREAM[split], index])
     scene = {**scene, "image_size": image_size, "boxes": _layout(scene, rng, image_size)}
     buf = io.BytesIO()
     render_scene(scene, rng, image_size).save(buf, format="PNG")
@@ -275,32 +287,51 @@ def _make_row(split: str, index: int, family: int, scene: dict, seed: int, image
 # ----------------------------------------------------------------------------- dataset
 def generate(
     n_train: int = 10_000, n_val: int = 500, n_test: int = 1_000, image_size: int = 64, seed: int = 0,
-    progress: bool = True,
+    progress: bool = True, n_unseen: int | None = None,
 ) -> datasets.DatasetDict:
-    """Generate the synthetic dataset in memory (deterministic in all arguments)."""
-    sizes = {"train": n_train, "val": n_val, "test": n_test}
+    """Generate the synthetic dataset in memory (deterministic in all arguments).
+
+    train / val / test, then the generalisation splits: test_unseen (``n_unseen`` new images, as many
+    as test unless given; whole
+    families whose every scene has a held-out combination), test_frames and test_words (the test
+    rows again, captions from the held-out grammar).
+    """
+    sizes = {"train": n_train, "val": n_val, "test": n_test, UNSEEN_SPLIT: n_test if n_unseen is None else n_unseen}
     if min(sizes.values()) < 1 or image_size < 32:
         raise DataPrepError("split sizes must be >= 1 and --image-size >= 32", 2)
     seen: set = set()
-    scenes = {s: _split_scenes(sizes[s], np.random.default_rng([seed, i, 2**31]), seen)
-              for i, s in enumerate(_SPLIT_ORDER)}
+    scenes = {s: _split_scenes(sizes[s], np.random.default_rng([seed, _STREAM[s], 2**31]), seen,
+                               unseen=s == UNSEEN_SPLIT)
+              for s in (*_SPLIT_ORDER, UNSEEN_SPLIT)}
     bar = tqdm(total=sum(sizes.values()), desc="rendering scenes", unit="img", disable=not progress,
                mininterval=0.5)
-    splits = {}
-    for split in ("train", "val", "test"):
-        rows = []
+    rows = {}
+    for split in ("train", "val", "test", UNSEEN_SPLIT):
+        rows[split] = []
         for i, (family, scene) in enumerate(scenes[split]):
-            rows.append(_make_row(split, i, family, scene, seed, image_size))
+            rows[split].append(_make_row(split, i, family, scene, seed, image_size))
             bar.update()
-        splits[split] = _dataset(rows)
     bar.close()
-    for k, name in enumerate(PHRASING_SPLITS):  # the test rows again, captions from the held-out grammar
-        stream, new_words = len(_SPLIT_ORDER) + k, name == "test_words"
-        splits[name] = _dataset([{**row, "captions": phrase_captions(json.loads(row["scene"]),
-                                                                     np.random.default_rng([seed, stream, i]),
-                                                                     new_words)}
-                                 for i, row in enumerate(rows)])
-    return datasets.DatasetDict(splits)
+    for name in PHRASING_SPLITS:  # the test rows again, captions from the held-out grammar
+        rows[name] = [{**row, "captions": phrase_captions(json.loads(row["scene"]),
+                                                          np.random.default_rng([seed, _STREAM[name], i]),
+                                                          name == "test_words")}
+                      for i, row in enumerate(rows["test"])]
+    return datasets.DatasetDict({name: _dataset(rows[name]) for name in (*SPLITS, *GENERALISATION_SPLITS)})
+
+
+# What each split is, for the dataset card (synthetic.json beside the data).
+SPLIT_CARD = {
+    "train": "training scenes: whole families, no group with a held-out combination",
+    "val": "validation scenes, drawn like train",
+    "test": "test scenes, drawn like train (depends on the seed and n_test only)",
+    UNSEEN_SPLIT: "new test scenes whose every family member has a group with a held-out combination "
+                  "(held_out_combinations: in no train, val, test or encoder-pretraining scene)",
+    "test_frames": "the test images again, captions in sentence frames no training or pretraining caption uses "
+                   "(data_prep.phrasing), with the generator's words",
+    "test_words": "the test images again, captions in those frames and with words no training or pretraining "
+                  "caption uses",
+}
 
 
 def _dataset(rows: list[dict]) -> datasets.Dataset:
@@ -314,7 +345,9 @@ def build(out: str | Path, overwrite: bool = False, **kwargs) -> Path:
     params = {"n_train": 10_000, "n_val": 500, "n_test": 1_000, "image_size": 64, "seed": 0, **kwargs}
     dsdict = generate(**params)
     params.pop("progress", None)
-    meta = json.dumps({"generator": "data_prep.synthetic", **params}, indent=2)
+    meta = json.dumps({"generator": "data_prep.synthetic", **params,
+                       "splits": {name: {"images": len(dsdict[name]), "what": SPLIT_CARD[name]} for name in dsdict},
+                       "held_out_combinations": list(HELD_OUT_COMBINATIONS)}, indent=2)
     return save_dataset(dsdict, out, overwrite=overwrite, extra_files={"synthetic.json": meta},
                         builder="data_prep.synthetic")
 
@@ -334,6 +367,8 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-train", type=int, default=10_000)
     p.add_argument("--n-val", type=int, default=500)
     p.add_argument("--n-test", type=int, default=1_000)
+    p.add_argument("--n-unseen", type=int, default=None,
+                   help="images of test_unseen (held-out attribute combinations; default: as many as --n-test)")
     p.add_argument("--image-size", type=int, default=64, help="side of the square images in pixels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
@@ -345,10 +380,12 @@ def main(argv: list[str] | None = None) -> None:
     a = _parse_args(argv)
     start = time.perf_counter()
     out = build(a.out, overwrite=a.overwrite, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test,
-                image_size=a.image_size, seed=a.seed)
-    total = a.n_train + a.n_val + a.n_test
-    print(f"wrote {total} images (train {a.n_train}, val {a.n_val}, test {a.n_test}, and the test images again "
-          f"as {' and '.join(PHRASING_SPLITS)} with held-out phrasings; {a.image_size} px, "
+                **({} if a.n_unseen is None else {"n_unseen": a.n_unseen}), image_size=a.image_size, seed=a.seed)
+    n_unseen = a.n_test if a.n_unseen is None else a.n_unseen
+    total = a.n_train + a.n_val + a.n_test + n_unseen
+    print(f"wrote {total} images (train {a.n_train}, val {a.n_val}, test {a.n_test}, {UNSEEN_SPLIT} {n_unseen} "
+          f"with held-out attribute combinations, and the test images again as {' and '.join(PHRASING_SPLITS)} "
+          f"with held-out phrasings; {a.image_size} px, "
           f"seed {a.seed}) to {out} in {time.perf_counter() - start:.1f} s, {folder_size(out) / 1e6:.1f} MB")
 
 

@@ -123,7 +123,7 @@ def _interrupted(args, argv: list[str]) -> str:
 
 
 def cmd_evaluate(args) -> dict:
-    from data_prep import PHRASING_SPLITS
+    from data_prep import GENERALISATION_SPLITS
 
     from .evaluation.data import load_splits
     from .evaluation.protocols import COCO5K_IMAGES, _check_protocol, evaluate
@@ -139,8 +139,8 @@ def cmd_evaluate(args) -> dict:
     fold_images = 1000 if args.fold_images is None else args.fold_images
     splits = load_splits(args.data)  # the data and the protocol are checked before any model is loaded
     if args.split not in splits:
-        rebuild = "" if args.split not in PHRASING_SPLITS else (
-            f"; generated data written before the phrasing splits gets them when rebuilt: "
+        rebuild = "" if args.split not in GENERALISATION_SPLITS else (
+            f"; generated data written before the generalisation splits gets them when rebuilt: "
             f"python -m data_prep.synthetic --out {args.data} --overwrite")
         raise ValueError(f"the dataset at {args.data} has no {args.split!r} split; it has: {', '.join(splits)} "
                          f"(choose one with --split){rebuild}")
@@ -173,7 +173,7 @@ def cmd_evaluate(args) -> dict:
 
 
 def cmd_demo(args) -> dict:
-    from data_prep import PHRASING_SPLITS
+    from data_prep import GENERALISATION_SPLITS
     from data_prep.synthetic import ensure_default
 
     from .config import HATConfig
@@ -196,26 +196,30 @@ def cmd_demo(args) -> dict:
     picture = save_retrieval_examples(test, metrics["sims"], Path(args.out) / "retrievals.png")
     references = {f"{ref} (reference)": m for ref, m in metrics["baselines"].items()}
     _print_tables({f"HAT {args.preset}, generated test split ({len(test)} images)": metrics, **references})
-    phrased = {name: evaluate(model, splits[name], device=args.device, baselines=True)
-               for name in PHRASING_SPLITS if name in splits}
-    if phrased:
-        print(f"\nThe same test images, captions in sentence frames (test_frames) and also words (test_words) that "
-              f"training never uses:\n{format_split_table({'test': metrics, **phrased})}")
-    else:
-        print(f"\n(the dataset at {data} predates the held-out phrasing splits; rebuild it with "
+    general = {name: evaluate(model, splits[name], device=args.device, baselines=True)
+               for name in GENERALISATION_SPLITS if name in splits}
+    if general:
+        print(f"\nGeneralisation: new images whose groups pair attributes that no training scene pairs "
+              f"(test_unseen), and the test images in sentence frames (test_frames) and also words (test_words) "
+              f"that training never uses:\n{format_split_table({'test': metrics, **general})}")
+    missing = [name for name in GENERALISATION_SPLITS if name not in splits]
+    if missing:
+        print(f"\n(the dataset at {data} predates the split(s) {', '.join(missing)}; rebuild it with "
               f"`python -m data_prep.synthetic --out {data} --overwrite` to measure them)")
     print(f"trained {summary['steps']} steps; retrievals drawn in {picture}; "
           f"{time.monotonic() - started:.0f} s in all")
     result = _summary(metrics)
     result["baselines"] = {ref: _summary(m) for ref, m in metrics["baselines"].items()}
     result["splits"] = {name: {**_summary(m), "baselines": {"pooled": _summary(m["baselines"]["pooled"])}}
-                        for name, m in phrased.items()}
+                        for name, m in general.items()}
     result.update(checkpoint=str(Path(args.out) / "best"), data=str(data), seconds=round(time.monotonic() - started))
     print(json.dumps(result))
     return result
 
 
 def _parser() -> argparse.ArgumentParser:
+    from data_prep._common import GENERALISATION_SPLITS, SPLITS
+
     p = argparse.ArgumentParser(prog="python -m hat_min", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -239,9 +243,10 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="Recall@K of a trained model on a prepared split")
     e.add_argument("--checkpoint", required=True, help="a folder written by save_pretrained (e.g. runs/demo/best)")
     e.add_argument("--data", required=True, help="a prepared dataset folder")
-    e.add_argument("--split", default="test", choices=["train", "val", "test", "test_frames", "test_words"],
-                   help="test_frames / test_words (generated data): the test images with captions in sentence frames "
-                        "(and words) that training never uses (default: test)")
+    e.add_argument("--split", default="test", choices=[*SPLITS, *GENERALISATION_SPLITS],
+                   help="generated data only: test_unseen, new images whose groups pair attributes that training never "
+                        "pairs; test_frames / test_words, the test images with captions in sentence frames (and words) "
+                        "that training never uses (default: test)")
     e.add_argument("--protocol", default="1k", choices=["1k", "coco1k", "coco5k"],
                    help="1k: the whole split (Flickr30K); coco1k: mean over folds of --fold-images images (MSCOCO "
                         "1K: 5 folds of 1,000); coco5k: the whole split, which must have 5,000 images (MSCOCO 5K)")

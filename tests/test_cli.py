@@ -71,7 +71,7 @@ def test_evaluate_prints_a_table_and_ends_with_json(data, tmp_path):
     assert "Winoground scores" in out.stdout
 
 
-@pytest.mark.parametrize("split", ["test_frames", "test_words"])
+@pytest.mark.parametrize("split", ["test_unseen", "test_frames", "test_words"])
 def test_evaluate_reads_captions_outside_the_generators_grammar(data, tmp_path, split):
     HAT(HATConfig.preset("tiny")).save_pretrained(tmp_path / "model")
     out = run("evaluate", "--checkpoint", str(tmp_path / "model"), "--data", str(data), "--split", split)
@@ -81,15 +81,16 @@ def test_evaluate_reads_captions_outside_the_generators_grammar(data, tmp_path, 
     assert last["baselines"]["bag of words"]["in_family_t2i"] == 100.0  # read from the scenes, whatever the words
 
 
-def test_evaluate_on_data_without_the_phrasing_splits_says_how_to_get_them(data, tmp_path):
+@pytest.mark.parametrize("split", ["test_unseen", "test_words"])
+def test_evaluate_on_data_without_the_generalisation_splits_says_how_to_get_them(data, tmp_path, split):
     import datasets
 
     old = tmp_path / "old"
     splits = datasets.load_from_disk(str(data))
     datasets.DatasetDict({k: splits[k] for k in ("train", "val", "test")}).save_to_disk(str(old))
-    out = run("evaluate", "--checkpoint", str(tmp_path), "--data", str(old), "--split", "test_words")
+    out = run("evaluate", "--checkpoint", str(tmp_path), "--data", str(old), "--split", split)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "no 'test_words' split" in out.stderr
+    assert f"no {split!r} split" in out.stderr
     assert f"python -m data_prep.synthetic --out {old} --overwrite" in out.stderr
 
 
@@ -129,7 +130,8 @@ def test_demo_runs_end_to_end(data, tmp_path):
     last = json.loads(out.stdout.strip().splitlines()[-1])
     assert KEYS | FAMILY | WINOGROUND <= set(last) and last["data"] == str(data)
     assert {"pooled", "bag of words", "chance"} == set(last["baselines"])
-    assert set(last["splits"]) == {"test_frames", "test_words"} and "test_words, pooled (reference)" in out.stdout
+    assert set(last["splits"]) == {"test_unseen", "test_frames", "test_words"}
+    assert "test_words, pooled (reference)" in out.stdout and "test_unseen, pooled (reference)" in out.stdout
     for name, result in last["splits"].items():
         assert KEYS | FAMILY | WINOGROUND <= set(result) and set(result["baselines"]) == {"pooled"}, name
     assert (tmp_path / "demo" / "retrievals.png").stat().st_size > 10_000

@@ -139,7 +139,8 @@ def test_overwrite_replaces_dataset_folders_with_and_without_marker(tmp_path):
     synthetic.build(out, **TINY)
     marker = json.loads((out / MARKER).read_text())
     assert marker["builder"] == "data_prep.synthetic" and marker["rows"] == {"train": 4, "val": 4, "test": 4,
-                                                                       "test_frames": 4, "test_words": 4}
+                                                                       "test_unseen": 4, "test_frames": 4,
+                                                                       "test_words": 4}
     assert marker["files"] == ["synthetic.json"] and not_a_dataset(out) is None
     with pytest.raises(DataPrepError, match="pass --overwrite"):
         synthetic.build(out, **TINY)

@@ -53,9 +53,9 @@ def test_test_split_does_not_depend_on_train_size(small):
 
 
 def test_schema_and_split_sizes(small):
-    assert set(small) == {"train", "val", "test", "test_frames", "test_words"}
-    assert {k: len(v) for k, v in small.items()} == {"train": 40, "val": 12, "test": 200, "test_frames": 200,
-                                                     "test_words": 200}
+    assert set(small) == {"train", "val", "test", "test_unseen", "test_frames", "test_words"}
+    assert {k: len(v) for k, v in small.items()} == {"train": 40, "val": 12, "test": 200, "test_unseen": 200,
+                                                     "test_frames": 200, "test_words": 200}
     feats = small["train"].features
     assert isinstance(feats["image"], datasets.Image)
     assert feats["captions"] == datasets.List(datasets.Value("string"))
@@ -115,6 +115,7 @@ def test_splits_are_disjoint_and_scenes_unique(small):
     assert not set(keys["train"]) & set(keys["val"])
     assert not set(keys["train"]) & set(keys["test"])
     assert not set(keys["val"]) & set(keys["test"])
+    assert not set(keys["test_unseen"]) & set(keys["train"] + keys["val"] + keys["test"])
 
 
 def test_layout_matches_relation_without_overlaps(small):
@@ -231,9 +232,11 @@ def test_build_writes_atomically_and_refuses_to_overwrite(tmp_path):
     kw = dict(n_train=8, n_val=4, n_test=8, progress=False)
     synthetic.build(out, **kw)
     loaded = datasets.load_from_disk(str(out))
-    assert {k: len(v) for k, v in loaded.items()} == {"train": 8, "val": 4, "test": 8, "test_frames": 8,
-                                                      "test_words": 8}
-    assert json.loads((out / "synthetic.json").read_text())["n_train"] == 8
+    assert {k: len(v) for k, v in loaded.items()} == {"train": 8, "val": 4, "test": 8, "test_unseen": 8,
+                                                      "test_frames": 8, "test_words": 8}
+    card = json.loads((out / "synthetic.json").read_text())
+    assert card["n_train"] == 8 and card["splits"]["test_unseen"]["images"] == 8
+    assert set(card["splits"]) == set(loaded) and len(card["held_out_combinations"]) == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["syn"]  # no temporary folder left
     with pytest.raises(DataPrepError, match="not empty"):
         synthetic.build(out, **kw)
@@ -265,10 +268,11 @@ def test_ensure_default_builds_only_when_missing(tmp_path, monkeypatch):
 def test_cli(tmp_path):
     out = tmp_path / "cli"
     cmd = [sys.executable, "-m", "data_prep.synthetic", "--out", str(out), "--n-train", "8", "--n-val", "4",
-           "--n-test", "4", "--seed", "3"]
+           "--n-test", "4", "--n-unseen", "8", "--seed", "3"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "wrote 16 images" in done.stdout and str(out) in done.stdout
-    assert len(datasets.load_from_disk(str(out))["test"]) == 4
+    assert "wrote 24 images" in done.stdout and "test_unseen 8" in done.stdout and str(out) in done.stdout
+    assert {k: len(v) for k, v in datasets.load_from_disk(str(out)).items() if k in ("test", "test_unseen")} == {
+        "test": 4, "test_unseen": 8}
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr

@@ -34,7 +34,7 @@ def format_family_table(results: dict[str, Any]) -> str:
     """
     rows = {"result": results} if "rsum" in results else results
     heads = [("top-1 in family", "in_family"), ("within family", "family")]
-    heads += [(kind if kind in ("role", "both") else f"{kind} binding", f"family_{{}}_{kind}") for kind in KINDS]
+    heads += [(_kind_label(kind), f"family_{{}}_{kind}") for kind in KINDS]
     table = [["model (i2t / t2i)", *(head for head, _ in heads)]]
     for name, r in rows.items():
         if "family_i2t" not in r:
@@ -54,8 +54,7 @@ def format_winoground_table(results: dict[str, Any]) -> str:
     """
     rows = {"result": results} if "rsum" in results else results
     heads = [("text", "winoground_text"), ("image", "winoground_image"), ("group", "winoground_group")]
-    heads += [(f"group: {kind if kind in ('role', 'both') else kind + ' binding'}", f"winoground_group_{kind}")
-              for kind in KINDS]
+    heads += [(f"group: {_kind_label(kind)}", f"winoground_group_{kind}") for kind in KINDS]
     table = [["model", *(head for head, _ in heads)]]
     table += [[str(name), *(_cell(r.get(key)) for _, key in heads)] for name, r in rows.items()
               if "winoground_group" in r]
@@ -76,6 +75,11 @@ def format_split_table(results: dict[str, Any]) -> str:
         if pooled:
             table.append([f"{name}, pooled (reference)", *(_cell(pooled.get(key)) for _, key in heads)])
     return _markdown(table)
+
+
+def _kind_label(kind: str) -> str:
+    """A kind of swap in a column head: "role", "both", "colour binding"."""
+    return kind if kind in ("role", "both") else f"{kind} binding"
 
 
 def _markdown(table: list[list[str]]) -> str:

@@ -1,6 +1,6 @@
 """``python -m hat_min.weights [image | text | all]``: pretrain the offline encoders and write their weights and cards.
 
-    python -m hat_min.weights            # both (measured: 9.5 min + 3.8 min on 2 cores)
+    python -m hat_min.weights            # both: 9.5 + 3.8 min on 2 cores with bf16, about 26 + 12 min without
     python -m hat_min.weights text --steps 100 --out /tmp/w
 """
 from __future__ import annotations

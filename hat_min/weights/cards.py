@@ -13,6 +13,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+# What the pretraining scenes (data_prep.labels.pretraining_scenes) leave out; both cards record it.
+EXCLUDED = ("every scene of the default generated dataset (seed 0: 10,000 / 500 / 1,000), and every group with a "
+            "held-out combination (data_prep.captions.HELD_OUT_COMBINATIONS, the test_unseen split's)")
+
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
     """The pretraining schedule: a linear warm-up over ``warmup`` steps, then a cosine to zero at ``steps``."""

@@ -10,7 +10,10 @@ patch it covers (stage 3's 2x2 tokens each predict the 4x4 patches under them). 
 thrown away; HAT keeps the Swin (``HATConfig.image_weights``).
 
 The pretraining scenes are drawn apart from the retrieval data: none of them is a scene of any
-split of the default generated dataset (seed 0: 10,000 / 500 / 1,000 images).
+split of the default generated dataset (seed 0: 10,000 / 500 / 1,000 images), and none has a group
+with a held-out attribute combination (``data_prep.captions.HELD_OUT_COMBINATIONS``: the
+``test_unseen`` split's red stars, striped squares, ...), so that split measures combinations the
+encoder was never shown.
 
     python -m hat_min.weights image                # writes hat_min/weights/scenes_swin.{safetensors,json}
     python -m hat_min.weights image --steps 300 --out /tmp/swin     # a quick look
@@ -32,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ..config import HATConfig
 from ..encoders import WEIGHTS_DIR, cpu_has_native_bf16, read_weights, swin_features
-from .cards import warmup_cosine, write_card
+from .cards import EXCLUDED, warmup_cosine, write_card
 
 NAME = "scenes_swin"  # HATConfig.image_weights of the minilm preset
 DEFAULT_OUT = WEIGHTS_DIR
@@ -157,7 +160,7 @@ def pretrain(out: str | Path = DEFAULT_OUT, steps: int = 4000, batch_size: int =
         "data": {"generator": "data_prep.labels.labelled_scenes", "images": n_images, "seed": seed,
                  "held_out_seed": HELD_OUT_SEED,
                  "image_size": config.image_size, "label_grid": grid,
-                 "excluded": "every scene of the default generated dataset (seed 0: 10,000 / 500 / 1,000)"},
+                 "excluded": EXCLUDED},
         "training": {"steps": steps, "batch_size": batch_size, "lr": lr, "optimizer": "adamw, weight decay 0.05",
                      "schedule": "warm-up then cosine", "hflip": True, "bf16": bf16,
                      "seconds": round(time.monotonic() - started, 1)},

