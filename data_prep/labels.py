@@ -56,8 +56,8 @@ def patch_labels(scene: dict, grid: int, min_cover: float = 0.15, scale: int = 2
 def default_scene_keys(seed: int = 0, n_train: int = 10_000, n_val: int = 500, n_test: int = 1_000) -> set:
     """The ``scene_key`` of every scene in a dataset that ``generate`` would build (sampled, not rendered)."""
     seen: set = set()
-    for i, (split, n) in enumerate(zip(synthetic._SPLIT_ORDER, (n_test, n_val, n_train))):
-        synthetic._split_scenes(n, np.random.default_rng([seed, i, 2**31]), seen)
+    for split, n in zip(synthetic._SPLIT_ORDER, (n_test, n_val, n_train)):  # as generate draws them
+        synthetic._split_scenes(n, np.random.default_rng([seed, synthetic._STREAM[split], 2**31]), seen)
     return seen
 
 

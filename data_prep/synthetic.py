@@ -45,7 +45,7 @@ Run:
     python -m data_prep.synthetic --out DIR --n-train 2000 --image-size 96 --seed 1 --overwrite
 
 Columns: image (PNG), captions (5 str), image_id (train from 0, val from 1,000,000, test, test_frames and
-test_words from 2,000,000), filename ("test/000123.png"), family (int, shared by the four members of a family;
+test_words from 2,000,000, test_unseen from 3,000,000), filename ("test/000123.png"), family (int, shared by the four members of a family;
 rows of a family are adjacent) and scene, a JSON string:
     {"relation": "above" | "left of", "subject": GROUP, "object": GROUP,
      "variant": "base" | "binding" | "role" | "binding+role", "swapped": "colour" | "texture" | "size",
@@ -292,9 +292,8 @@ def generate(
     """Generate the synthetic dataset in memory (deterministic in all arguments).
 
     train / val / test, then the generalisation splits: test_unseen (``n_unseen`` new images, as many
-    as test unless given; whole
-    families whose every scene has a held-out combination), test_frames and test_words (the test
-    rows again, captions from the held-out grammar).
+    as test unless given; whole families whose every scene has a held-out combination), test_frames
+    and test_words (the test rows again, captions from the held-out grammar).
     """
     sizes = {"train": n_train, "val": n_val, "test": n_test, UNSEEN_SPLIT: n_test if n_unseen is None else n_unseen}
     if min(sizes.values()) < 1 or image_size < 32:
@@ -343,6 +342,8 @@ def build(out: str | Path, overwrite: bool = False, **kwargs) -> Path:
     """Generate (see `generate` for keyword arguments) and atomically save to OUT."""
     check_out(out, overwrite)  # fail before the work, not after
     params = {"n_train": 10_000, "n_val": 500, "n_test": 1_000, "image_size": 64, "seed": 0, **kwargs}
+    if params.get("n_unseen") is None:  # the card records the size test_unseen got
+        params["n_unseen"] = params["n_test"]
     dsdict = generate(**params)
     params.pop("progress", None)
     meta = json.dumps({"generator": "data_prep.synthetic", **params,
@@ -379,9 +380,9 @@ def main(argv: list[str] | None = None) -> None:
     """CLI: build the synthetic dataset and print a one-line summary."""
     a = _parse_args(argv)
     start = time.perf_counter()
-    out = build(a.out, overwrite=a.overwrite, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test,
-                **({} if a.n_unseen is None else {"n_unseen": a.n_unseen}), image_size=a.image_size, seed=a.seed)
     n_unseen = a.n_test if a.n_unseen is None else a.n_unseen
+    out = build(a.out, overwrite=a.overwrite, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test, n_unseen=n_unseen,
+                image_size=a.image_size, seed=a.seed)
     total = a.n_train + a.n_val + a.n_test + n_unseen
     print(f"wrote {total} images (train {a.n_train}, val {a.n_val}, test {a.n_test}, {UNSEEN_SPLIT} {n_unseen} "
           f"with held-out attribute combinations, and the test images again as {' and '.join(PHRASING_SPLITS)} "

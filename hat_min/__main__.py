@@ -218,14 +218,14 @@ def cmd_demo(args) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from data_prep._common import GENERALISATION_SPLITS, SPLITS
+    from data_prep.splits import GENERALISATION_SPLITS, SPLITS  # names only: no import of datasets
 
     p = argparse.ArgumentParser(prog="python -m hat_min", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a HAT model")
-    t.add_argument("--preset", default="tiny", help="model preset: tiny, minilm or paper (default: tiny)")
+    t.add_argument("--preset", default="tiny", help="model preset: tiny, minilm, minilm_labelled or paper (default: tiny)")
     t.add_argument("--train-preset", default=None,
                    help="training recipe: demo (minutes on a CPU), notebook, gpu, colab (the paper's two phases in "
                         "one Colab runtime) or paper (default: the model preset's own: paper for paper, else demo)")
@@ -264,8 +264,9 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="generate the offline data, train, evaluate, draw retrievals")
     d.add_argument("--data", default="data/synthetic", help="dataset folder, generated if missing")
     d.add_argument("--out", default="runs/demo", help="run folder, replaced by every demo (default: runs/demo)")
-    d.add_argument("--preset", default="minilm", choices=["tiny", "minilm"],
-                   help="model preset (default: minilm, whose frozen pretrained text encoder the demo recipe expects)")
+    d.add_argument("--preset", default="minilm", choices=["tiny", "minilm", "minilm_labelled"],
+                   help="model preset (default: minilm, the pretrained text encoder the demo recipe expects; "
+                        "minilm_labelled: its top layers pretrained to label each word's group and place)")
     d.add_argument("--max-steps", type=int, default=None, help="training steps (default: the demo recipe's)")
     d.add_argument("--device", default=None)
     d.set_defaults(func=cmd_demo)

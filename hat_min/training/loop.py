@@ -16,6 +16,7 @@ optimiser step: the model's objective, backward, clip, step). The loss itself is
   hardest negative alone gives no useful signal, while the sum over all negatives does);
 - progress bars, a one-line summary per epoch, a metrics log (``metrics.jsonl``);
 - validation Recall@K every epoch (and every ``val_every`` steps), the best model kept by rSum (``best/``);
+  the generated scenes' generalisation splits scored beside it, for the log only (never selected on);
 - resumable checkpoints (``last/``), written atomically; ``resume=True`` continues a killed run and
   reaches the same result as an uninterrupted one on CPU (the same configs and data, or a clear refusal);
   a run folder already used is never overwritten without ``overwrite=True``;
@@ -36,6 +37,8 @@ from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
+
+from data_prep.splits import GENERALISATION_SPLITS
 
 from ..config import SCRATCH, HATConfig
 from ..encoders import load_tokenizer
@@ -139,6 +142,9 @@ class _Run:
     started: float = dataclasses.field(default_factory=time.monotonic)
     data: dict[str, Any] | None = None  # the dataset's fingerprint, saved in last/ and compared on resume
     checkpoint_step: int | None = None  # the step of the newest checkpoint in out_dir/last (None: none yet)
+    # The dataset's generalisation splits (the generated scenes' test_unseen, test_frames, test_words), scored at
+    # every validation for the log only ("generalisation" records): they never choose best/.
+    report: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def out_of_time(self) -> bool:
         return self.cfg.time_budget_s is not None and time.monotonic() - self.started > self.cfg.time_budget_s
@@ -172,7 +178,8 @@ def _start(model_config: HATConfig, cfg: TrainConfig, data_dir, out_dir: Path, r
     log = MetricsLog(out_dir / "metrics.jsonl", keep_until=state.step, enabled=rank == 0)
     total = cfg.total_steps(steps_per_epoch)
     run = _Run(model, optimizer, scheduler, scaler, cfg, state, log, out_dir, dev, rank, world, steps_per_epoch, total,
-               data=data, checkpoint_step=state.step if last is not None else None)
+               data=data, checkpoint_step=state.step if last is not None else None,
+               report={name: _first(splits[name], cfg.val_images) for name in GENERALISATION_SPLITS if name in splits})
     return run, splits, pairs, load_tokenizer(model_config)
 
 
@@ -282,12 +289,14 @@ def _validate(run: _Run, val_split, progress: bool) -> None:
     if run.rank != 0:
         return
     cfg, state = run.cfg, run.state
-    if cfg.val_images is not None:
-        val_split = val_split.select(range(min(cfg.val_images, len(val_split))))
-    metrics = evaluate(run.model, val_split, device=run.dev, progress=False)
+    metrics = evaluate(run.model, _first(val_split, cfg.val_images), device=run.dev, progress=False)
     record = {"step": state.step, **{k: round(v, 2) for k, v in metrics.items() if isinstance(v, float)}}
     state.history.append(record)
     run.log.write({"validation": record})
+    for name, split in run.report.items():  # reported, never selected on
+        scores = evaluate(run.model, split, device=run.dev, progress=False)
+        run.log.write({"generalisation": {"split": name, "step": state.step,
+                                          **{k: round(v, 2) for k, v in scores.items() if isinstance(v, float)}}})
     score = metrics["rsum"] if cfg.select_by == "rsum" else metrics["i2t_r1"] + metrics["t2i_r1"]
     if score > state.best_rsum:  # best_rsum holds the score select_by chooses (rSum by default)
         state.best_rsum = score
@@ -298,6 +307,11 @@ def _validate(run: _Run, val_split, progress: bool) -> None:
         best = f"best {state.best_rsum:.1f}" if cfg.select_by == "rsum" else f"best R@1 sum {state.best_rsum:.1f}"
         tqdm.write(f"step {state.step}: val R@1 i2t {metrics['i2t_r1']:.1f} t2i {metrics['t2i_r1']:.1f} "
                    f"rsum {metrics['rsum']:.1f} ({best}){family}")
+
+
+def _first(split, n: int | None):
+    """The first ``n`` rows of a split (all of them for None): whole families, which are adjacent rows."""
+    return split if n is None else split.select(range(min(n, len(split))))
 
 
 def _groups(loader, size: int):

@@ -38,8 +38,16 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
 
+_NESTED = ("validation", "generalisation")  # records that hold their step inside: {"validation": {"step": ...}}
+
+
 def _record_step(record: dict[str, Any]) -> int:
-    return record["step"] if "step" in record else record["validation"]["step"]
+    if "step" in record:
+        return record["step"]
+    nested = next((record[key] for key in _NESTED if key in record), None)
+    if nested is None:
+        raise KeyError("step")
+    return nested["step"]
 
 
 def _line_step(path: Path, number: int, line: str, last: bool) -> int | None:
@@ -55,4 +63,11 @@ def _line_step(path: Path, number: int, line: str, last: bool) -> int | None:
 def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
     """A run's ``metrics.jsonl`` as (training records, validation records), for plots."""
     records = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
-    return [r for r in records if "validation" not in r], [r["validation"] for r in records if "validation" in r]
+    return ([r for r in records if not any(key in r for key in _NESTED)],
+            [r["validation"] for r in records if "validation" in r])
+
+
+def read_generalisation(path: str | Path) -> list[dict]:
+    """The generalisation records of a run's ``metrics.jsonl`` (split, step and metrics; for the log only)."""
+    records = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+    return [r["generalisation"] for r in records if "generalisation" in r]

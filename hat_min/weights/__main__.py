@@ -1,7 +1,8 @@
 """``python -m hat_min.weights [image | text | all]``: pretrain the offline encoders and write their weights and cards.
 
-    python -m hat_min.weights            # both: 9.5 + 3.8 min on 2 cores with bf16, about 26 + 12 min without
-    python -m hat_min.weights text --steps 100 --out /tmp/w
+    python -m hat_min.weights            # both: 9.5 + 3.8 min on 2 cores with bf16; 25.7 + 12.4 min on 2 cores
+                                         # without (an AMD EPYC, fp32; README "the offline default")
+    python -m hat_min.weights text --steps 100 --out /tmp/w   # the text file serves the minilm_labelled variant
 """
 from __future__ import annotations
 

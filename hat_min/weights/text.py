@@ -1,4 +1,9 @@
-"""Pretraining the offline text encoder: MiniLM's top layers learn to read the generated captions.
+"""Pretraining a variant of the offline text encoder: MiniLM's top layers taught to label the generated captions.
+
+Not the default. The ``minilm`` preset uses MiniLM as its package ships it and learns binding and roles
+from image-caption pairs; these weights are the named variant ``minilm_labelled``, kept to measure what
+the labels give: a word's group and place are the answer to the family swaps of the test, handed to the
+text encoder before it sees a pair, on the very grammar of the test captions (issue 19).
 
 HAT's text encoder is a pretrained BERT that already parses sentences. Offline we have MiniLM,
 whose tokens do not say which object an attribute belongs to or where a group stands: a linear
@@ -33,7 +38,7 @@ from ..config import HATConfig
 from ..encoders import bert_model, cpu_has_native_bf16, load_tokenizer, load_weights, read_weights
 from .cards import EXCLUDED, warmup_cosine, write_card
 
-NAME = "scenes_minilm"  # HATConfig.text_weights of the minilm preset
+NAME = "scenes_minilm"  # HATConfig.text_weights of the minilm_labelled preset (a variant; not the default)
 
 TRAIN_LAYERS = (4, 5, 6)  # MiniLM layers (1-based) that pretraining changes and the weights file holds
 HEAD_LAYERS = (4, 6)  # hidden_states[l] that predict the labels (HAT's minilm levels read layers 2, 4, 6)
