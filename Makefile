@@ -34,7 +34,7 @@ ifneq ($(NOTEBOOKS),)
 	HAT_MIN_OFFLINE=1 $(BIN)/python -m pytest --nbmake $(NOTEBOOKS)
 endif
 
-## demo: generate the offline dataset if missing, train the tiny model, evaluate it, draw retrievals
+## demo: generate the offline dataset if missing, train the minilm model, evaluate it on every test split, draw retrievals
 demo: setup
 	$(BIN)/python -m hat_min demo
 
