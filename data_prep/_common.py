@@ -111,6 +111,24 @@ def size_mismatch(name: str, sizes: dict) -> str | None:
     return f"{name} split sizes differ from the Karpathy protocol: got {got}; expected {want}"
 
 
+def resolves_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether `path` is `folder` or lies below it once both are resolved (`..` and symbolic links followed)."""
+    try:
+        path, folder = Path(path).resolve(), Path(folder).resolve()
+    except (OSError, ValueError, RuntimeError):  # a null byte, a loop of symbolic links
+        return False
+    return path == folder or folder in path.parents
+
+
+def stays_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether `path` (relative to `folder`, or absolute) names `folder` or a place below it, read as written:
+    `..` steps and absolute paths count, symbolic links are not followed (they are the user's own, on
+    disk; this check is for paths taken from a file or a hub's metadata)."""
+    folder = os.path.abspath(folder)
+    where = os.path.abspath(os.path.join(folder, path))
+    return where == folder or where.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def folder_size(path: str | os.PathLike) -> int:
     """Total size in bytes of the files under `path`."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())

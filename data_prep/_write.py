@@ -5,10 +5,11 @@ OUT, loaded back (`datasets.load_from_disk`, every split's row count and feature
 renamed into place only then, so an interrupted or failed build never leaves a partial dataset
 behind. An empty split is saved as one empty shard with the full schema, so it loads (as a
 `Dataset` of 0 rows); `save_to_disk`'s default writes no shard at all and the whole
-`DatasetDict` then fails to load. A staging folder holds `owner.pid` ("PID HOSTNAME"); one left
-by a killed run (SIGKILL, power loss) is removed by the next build of the same OUT when its pid
-is dead on this host, or, with no `owner.pid`, when it is older than the current process.
-Folders of other OUT names, of live builds and of other hosts are left alone.
+`DatasetDict` then fails to load. A staging folder holds `owner.pid` ("PID HOSTNAME"), written
+by the build that created it; one left by a killed run (SIGKILL, power loss) is removed by the
+next build of the same OUT when that pid is dead on this host. Nothing is removed by its name
+alone: a `.OUT.tmp-*` folder without `owner.pid` (a user's, or one still being created), and the
+folders of other OUT names, of live builds and of other hosts are left alone.
 
 OUT is replaced (`--overwrite`) only when it is a dataset folder a builder wrote, recognised by
 `not_a_dataset`: `dataset_dict.json` listing splits among train/val/test, one folder per split
@@ -19,7 +20,9 @@ format, builder, rows per split, extra files) and the builders' extra files (`re
 recognised by that exact shape alone; a marker does not excuse anything else in the folder.
 Anything else (a file, a symbolic link, a folder holding other files) is refused with one line
 and exit code 2, with or without `--overwrite`, as is an OUT that is or contains one of the
-build's inputs (image root, split file). An empty or missing OUT is always fine.
+build's inputs (image root, split file), and an OUT that cannot be created (below a regular file,
+or in a folder that is not writable). An empty or missing OUT is always fine. All of this is
+checked before the work (rendering, reading images, downloading) begins.
 """
 from __future__ import annotations
 
@@ -30,21 +33,19 @@ import re
 import shutil
 import socket
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Iterator
 
 import datasets
 
-from data_prep._common import GENERALISATION_SPLITS, SPLITS, DataPrepError, empty_splits
+from data_prep._common import GENERALISATION_SPLITS, SPLITS, DataPrepError, empty_splits, resolves_inside
 
 MARKER = "hat_min_dataset.json"
 MARKER_FORMAT = "hat_min dataset"
 KNOWN_EXTRA_FILES = ("report.json", "synthetic.json")
 _SPLIT_FILE = re.compile(r"[\w.-]+\.arrow|state\.json|dataset_info\.json|tmp\w+")
 _OWNER = "owner.pid"
-_PROCESS_START = time.time()  # staging folders without an owner file older than this are stale
 
 
 def _marker(folder: Path) -> dict | None:
@@ -101,17 +102,11 @@ def not_a_dataset(folder: str | os.PathLike) -> str | None:
     return f"its split folders {missing} are missing" if missing else None
 
 
-def _inside(path: Path, out: Path) -> bool:
-    """Whether `path` is `out` or lies under it (both resolved)."""
-    return path == out or out in path.parents
-
-
 def _check_inputs(out: Path, inputs: dict) -> None:
     """Refuse an OUT that is, or contains, one of the build's inputs ({what: path})."""
-    real = out.resolve()
     for what, path in inputs.items():
-        if path is not None and _inside(Path(path).resolve(), real):
-            how = "is" if Path(path).resolve() == real else "contains"
+        if path is not None and resolves_inside(path, out):
+            how = "is" if Path(path).resolve() == out.resolve() else "contains"
             raise DataPrepError(f"refusing to write to {out}: it {how} the {what} {path} (OUT is replaced "
                                 f"as a whole); choose another --out", 2)
 
@@ -127,6 +122,7 @@ def check_out(out: str | os.PathLike, overwrite: bool = False, inputs: dict | No
         raise DataPrepError(f"{out} is a symbolic link; pass the folder it points to as --out", 2)
     if out.exists() and not out.is_dir():
         raise DataPrepError(f"{out} exists and is not a folder; choose another --out", 2)
+    check_creatable(out.parent, out)  # the staging folder is created beside OUT
     if not out.is_dir() or not any(out.iterdir()):
         return out
     why = not_a_dataset(out)
@@ -138,8 +134,23 @@ def check_out(out: str | os.PathLike, overwrite: bool = False, inputs: dict | No
     return out
 
 
+def check_creatable(folder: str | os.PathLike, target: str | os.PathLike | None = None) -> None:
+    """Refuse (one line, exit code 2) a `folder` that cannot be created or written into.
+
+    Its nearest existing ancestor (or itself) must be a writable folder; `target` (default
+    `folder`) is what the message says cannot be created.
+    """
+    folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if os.path.lexists(p))
+    why = "is not a folder" if not existing.is_dir() else None
+    if why is None and not os.access(existing, os.W_OK | os.X_OK):
+        why = "is not writable"
+    if why:
+        raise DataPrepError(f"cannot create {target or folder}: {existing} {why}", 2)
+
+
 # ----------------------------------------------------------------------------- staging
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Whether process `pid` exists on this host (True when it cannot be told)."""
     if pid == os.getpid() or os.name != "posix":
         return True
@@ -153,20 +164,16 @@ def _alive(pid: int) -> bool:
 
 
 def _abandoned(work: Path) -> bool:
-    """Whether staging folder `work` belongs to no live build (see module doc)."""
+    """Whether `work` is a staging folder this code created whose build died (see module doc)."""
     try:
         pid, host = (work / _OWNER).read_text(encoding="utf-8").split()
-        return host == socket.gethostname() and not _alive(int(pid))
-    except (OSError, ValueError):
-        pass  # no owner file (older code), or a half-written one: judge by age
-    try:
-        return work.stat().st_mtime < _PROCESS_START
-    except OSError:
+        return host == socket.gethostname() and not alive(int(pid))
+    except (OSError, ValueError):  # no owner file (not ours, or not yet written), or a foreign one
         return False
 
 
 def remove_stale_staging(out: str | os.PathLike) -> list[Path]:
-    """Remove the `.OUT.tmp-*` folders of OUT left by killed builds; return those removed."""
+    """Remove the `.OUT.tmp-*` staging folders of OUT whose owner died; return those removed."""
     out = Path(out).absolute()
     prefix = f".{out.name}.tmp-"
     if not out.parent.is_dir():

@@ -13,6 +13,9 @@ Sources (tried in order; `--repo/--config/--revision` pick another copy with a s
   images are downloaded from images.cocodataset.org into `--image-cache` (resumable: finished
   files are kept, partial `.part` files are continued with HTTP range requests), a Karpathy
   JSON is written next to them and `data_prep.karpathy` builds OUT (checking every image).
+  Before any download every row is checked: its destination (`filepath`/`filename`, as written:
+  no `..` out, no absolute path) must lie inside the image cache and its URL must be http or https;
+  a row that fails stops the build with one line naming it (exit code 1).
 
 A source that loads but whose split sizes differ from the protocol is skipped for the next one
 (unless `--ignore-sizes`); when no source works, one line lists each source and why, exit code 1.
@@ -55,13 +58,15 @@ from data_prep._common import (
     image_cell,
     run_cli,
     size_mismatch,
+    stays_inside,
 )
-from data_prep._write import check_out, staging, write_dataset
+from data_prep._write import check_creatable, check_out, staging, write_dataset
 
 OFFLINE_HINT = "python -m data_prep.synthetic --out DIR"
 SPLIT_OF = {**karpathy.SPLIT_OF, "validation": "val", "dev": "val"}
 _CAPTION_COLUMNS = ("captions", "caption", "sentences", "alt_text", "raw")
 _ID_COLUMNS = ("imgid", "img_id", "image_id", "cocoid", "id")
+URL_SCHEMES = ("http", "https")  # what images are downloaded with; file:, ftp:, data: ... are refused
 
 
 @dataclass(frozen=True)
@@ -308,6 +313,27 @@ def _fetch(url: str, dest: Path, timeout: float = 30.0, retries: int = 3) -> str
     return error
 
 
+def download_jobs(split_file: dict, cache: Path) -> list[tuple[str, Path]]:
+    """(url, destination) of every image of a `karpathy_json` file; refuse a row that leaves `cache`
+    or whose URL is not http(s), with one line naming it."""
+    jobs = []
+    for img in split_file["images"]:
+        name, sub, url = img["filename"], img["filepath"], str(img["url"] or "")
+        where = f"hub row imgid {img['imgid']} ({sub!r}, {name!r})"
+        scheme = urlparse(url).scheme
+        if scheme not in URL_SCHEMES:
+            shown = url if len(url) <= 100 else url[:97] + "..."
+            raise DataPrepError(f"{where}: URL scheme {scheme!r} refused ({shown}); only "
+                                f"{' and '.join(URL_SCHEMES)} URLs are downloaded")
+        if not isinstance(name, str) or not name:
+            raise DataPrepError(f"{where}: no filename")
+        dest = cache / sub / name
+        if not stays_inside(dest, cache) or os.path.abspath(dest) == os.path.abspath(cache):
+            raise DataPrepError(f"{where}: its download destination {dest} is outside the image cache {cache}")
+        jobs.append((url, dest))
+    return jobs
+
+
 def download_images(jobs: list[tuple[str, Path]], workers: int = 16, progress: bool = True) -> dict[str, str]:
     """Fetch (url, destination) pairs in parallel, resumably; return {url: error} of failures."""
     failures = {}
@@ -326,20 +352,20 @@ def build_coco(
 ) -> dict:
     """Download COCO images listed by URL into `image_cache`, then build OUT with data_prep.karpathy."""
     check_out(out, overwrite, {"image cache": image_cache})
+    check_creatable(image_cache)
     split_file = karpathy_json(hub)
     counts = {s: 0 for s in SPLITS}
     for img in split_file["images"]:
         counts[img["split"]] += 1
     check_sizes("coco", counts, ignore_sizes)
-    cache = Path(image_cache)
-    jobs = [(img["url"], cache / img["filepath"] / img["filename"]) for img in split_file["images"]]
+    jobs = download_jobs(split_file, Path(image_cache))
     failures = download_images(jobs, workers)
     if failures:
         url, err = next(iter(failures.items()))
         print(f"warning: {len(failures)} downloads failed (run again to resume), e.g. {url}: {err}")
-    json_path = cache / "dataset_coco.json"
+    json_path = Path(image_cache) / "dataset_coco.json"
     json_path.write_text(json.dumps(split_file), encoding="utf-8")
-    return karpathy.build(json_path, cache, out, skip_bad=skip_bad, overwrite=overwrite)
+    return karpathy.build(json_path, image_cache, out, skip_bad=skip_bad, overwrite=overwrite)
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -356,6 +382,8 @@ def build(
     default_root = Path(os.environ.get("HAT_MIN_CACHE", Path.home() / ".cache" / "hat_min"))
     cache = image_cache or default_root / "coco2014"
     check_out(out, overwrite, {"image cache": cache} if dataset == "coco" else None)
+    if dataset == "coco":
+        check_creatable(cache)
     hub = load_hub_dataset(dataset, source, ignore_sizes)
     if dataset == "coco":
         return build_coco(hub, out, cache, skip_bad, overwrite, ignore_sizes)

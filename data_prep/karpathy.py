@@ -13,7 +13,9 @@ Run:
 Rules, decided here once:
 - splits: `restval` is merged into train (the usual COCO practice; the released HAT code left it out);
 - images are found at IMAGE_ROOT/filename, or IMAGE_ROOT/filepath/filename when an entry has a
-  `filepath` (COCO: train2014/ or val2014/);
+  `filepath` (COCO: train2014/ or val2014/); an entry whose path resolves outside IMAGE_ROOT
+  (`..`, an absolute path) is a problem and is never opened; symbolic links under IMAGE_ROOT
+  are the user's own and are followed (a folder of images on another disk);
 - captions: the first five `raw` sentences, unicode kept exactly as written (no normalisation,
   no stripping). COCO images with 6-7 captions keep the first five. An image with 1-4 captions is
   kept with what it has (a warning counts them; none occur in the three official files);
@@ -23,9 +25,9 @@ Rules, decided here once:
   is not applied (as in the usual pipelines);
 - every image is decoded FULLY (`Image.open(...).load()`): a file can open and still be truncated.
 
-Problems, all reported in ONE pass, each with the file name and reason: missing file, empty
-file, not an image, unreadable or truncated image, image without captions, empty
-(whitespace-only) caption among the kept ones, duplicate filename or imgid (the first
+Problems, all reported in ONE pass, each with the file name and reason: outside the image
+root, missing file, empty file, not an image, unreadable or truncated image, image without
+captions, empty (whitespace-only) caption among the kept ones, duplicate filename or imgid (the first
 occurrence is kept). By default any problem means NOTHING is written and the exit code is 1;
 with `--skip-bad` the good images are written and OUT/report.json lists every left-out file
 with its reasons (report.json is written in both modes). A malformed split file (bad JSON,
@@ -61,11 +63,13 @@ from data_prep._common import (
     image_cell,
     run_cli,
     size_mismatch,
+    stays_inside,
 )
 from data_prep._write import check_out, staging, write_dataset
 
 SPLIT_OF = {"train": "train", "restval": "train", "val": "val", "test": "test"}
 MAX_CAPTIONS = 5
+OUTSIDE_ROOT = "outside the image root"
 
 
 @dataclass
@@ -194,6 +198,8 @@ def _read(path: Path) -> tuple[bytes | None, str | None]:
 def check_entry(entry: Entry, image_root: Path) -> tuple[bytes | None, list[str]]:
     """Read and fully check one entry; return (image bytes, problems)."""
     problems = entry.problems + caption_problems(entry.captions)
+    if not stays_inside(entry.relpath, image_root):
+        return None, problems + [OUTSIDE_ROOT]  # never opened
     data, reason = _read(image_root / entry.relpath)
     if reason is None:
         reason = image_problem(data)

@@ -40,6 +40,14 @@ own words ("we see two red triangles above a large blue circle"), and `test_word
 and new words ("a couple of crimson wedges atop a huge cobalt orb"). A model that learnt the
 generator's templates rather than the language scores well on `test` and badly on these.
 
+Limits (`LIMITS`, checked before any work; the CLI says which one in one line, exit code 2; the
+Python API raises `SizeError`, a ValueError): image size 32 to 512 px (the renderer draws at 4x,
+so 512 px is a 2048 px canvas per image); train 1 to 200,000 images; val, test and test_unseen
+1 to 50,000 each (well inside the 730,800 distinct scenes of train/val/test and 480,168 of
+test_unseen, so that drawing unique families stays fast); seed >= 0; and, since every image is held
+in memory until the dataset is written, at most 2**33 = 8,589,934,592 pixels in all
+(images x side**2: 350,000 images of 64 px, or 32,768 of 512 px).
+
 Run:
     python -m data_prep.synthetic --out data/synthetic            # 10,000 / 500 / 1,000
     python -m data_prep.synthetic --out DIR --n-train 2000 --image-size 96 --seed 1 --overwrite
@@ -59,6 +67,7 @@ import argparse
 import io
 import json
 import math
+import operator
 import time
 from pathlib import Path
 
@@ -107,6 +116,38 @@ _SPLIT_ORDER = ("test", "val", "train")  # drawn in this order: test depends on 
 _STREAM = {"test": 0, "val": 1, "train": 2, "test_frames": 3, "test_words": 4, "test_unseen": 5}
 _ID_OFFSET = {"train": 0, "val": 1_000_000, "test": 2_000_000, "test_unseen": 3_000_000}
 _SIZE_FRACTION = {"small": 0.16, "large": 0.27}  # object diameter / image side
+# The sizes the generator supports (see the module doc): {argument: (lowest, highest)}.
+LIMITS = {"image_size": (32, 512), "n_train": (1, 200_000), "n_val": (1, 50_000), "n_test": (1, 50_000),
+          "n_unseen": (1, 50_000)}
+MAX_PIXELS = 2**33  # images x image_size**2, all held in memory while rendering
+
+
+class SizeError(DataPrepError, ValueError):
+    """A size argument beyond `LIMITS` (exit code 2 on the command line)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 2)
+
+
+def check_sizes(params: dict, flags: bool = False) -> None:
+    """Raise SizeError unless the sizes and seed in `params` are within `LIMITS`; `flags`: name them as --options."""
+    named = (lambda key: "--" + key.replace("_", "-")) if flags else str
+    for key in (*LIMITS, "seed"):
+        if params.get(key) is None:
+            continue
+        low, high = LIMITS.get(key, (0, None))
+        try:
+            value = operator.index(params[key])
+        except TypeError:
+            raise SizeError(f"{named(key)} must be an integer, not {params[key]!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"between {low:,} and {high:,}" if high is not None else f">= {low}"
+            raise SizeError(f"{named(key)} must be {bound}, not {value:,}")
+    images = sum(params.get(k) or 0 for k in ("n_train", "n_val", "n_test", "n_unseen"))
+    side = params.get("image_size", 64)
+    if images * side**2 > MAX_PIXELS:
+        raise SizeError(f"{images:,} images of {side} px are too many to hold in memory: at most {MAX_PIXELS:,} "
+                        f"pixels in all (images x {named('image_size')} squared)")
 
 
 # ----------------------------------------------------------------------------- scenes
@@ -295,9 +336,10 @@ def generate(
     as test unless given; whole families whose every scene has a held-out combination), test_frames
     and test_words (the test rows again, captions from the held-out grammar).
     """
-    sizes = {"train": n_train, "val": n_val, "test": n_test, UNSEEN_SPLIT: n_test if n_unseen is None else n_unseen}
-    if min(sizes.values()) < 1 or image_size < 32:
-        raise DataPrepError("split sizes must be >= 1 and --image-size >= 32", 2)
+    n_unseen = n_test if n_unseen is None else n_unseen
+    check_sizes({"n_train": n_train, "n_val": n_val, "n_test": n_test, "n_unseen": n_unseen,
+                 "image_size": image_size, "seed": seed})
+    sizes = {"train": n_train, "val": n_val, "test": n_test, UNSEEN_SPLIT: n_unseen}
     seen: set = set()
     scenes = {s: _split_scenes(sizes[s], np.random.default_rng([seed, _STREAM[s], 2**31]), seen,
                                unseen=s == UNSEEN_SPLIT)
@@ -340,10 +382,11 @@ def _dataset(rows: list[dict]) -> datasets.Dataset:
 
 def build(out: str | Path, overwrite: bool = False, **kwargs) -> Path:
     """Generate (see `generate` for keyword arguments) and atomically save to OUT."""
-    check_out(out, overwrite)  # fail before the work, not after
     params = {"n_train": 10_000, "n_val": 500, "n_test": 1_000, "image_size": 64, "seed": 0, **kwargs}
     if params.get("n_unseen") is None:  # the card records the size test_unseen got
         params["n_unseen"] = params["n_test"]
+    check_sizes(params)
+    check_out(out, overwrite)  # fail before the work, not after
     dsdict = generate(**params)
     params.pop("progress", None)
     meta = json.dumps({"generator": "data_prep.synthetic", **params,
@@ -361,17 +404,27 @@ def ensure_default(out: str | Path) -> Path:
     return build(out)
 
 
+def _range(key: str) -> str:
+    """'LOW to HIGH' of `LIMITS[key]`, for --help."""
+    low, high = LIMITS[key]
+    return f"{low:,} to {high:,}"
+
+
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments."""
-    p = argparse.ArgumentParser(prog="python -m data_prep.synthetic", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m data_prep.synthetic", description=__doc__.split("\n")[0],
+                                epilog=f"The images are held in memory until written: at most {MAX_PIXELS:,} "
+                                       f"pixels in all (images x image size squared).")
     p.add_argument("--out", required=True, help="output folder (a datasets.DatasetDict)")
-    p.add_argument("--n-train", type=int, default=10_000)
-    p.add_argument("--n-val", type=int, default=500)
-    p.add_argument("--n-test", type=int, default=1_000)
+    p.add_argument("--n-train", type=int, default=10_000, help=f"training images, {_range('n_train')}")
+    p.add_argument("--n-val", type=int, default=500, help=f"validation images, {_range('n_val')}")
+    p.add_argument("--n-test", type=int, default=1_000, help=f"test images, {_range('n_test')}")
     p.add_argument("--n-unseen", type=int, default=None,
-                   help="images of test_unseen (held-out attribute combinations; default: as many as --n-test)")
-    p.add_argument("--image-size", type=int, default=64, help="side of the square images in pixels")
-    p.add_argument("--seed", type=int, default=0)
+                   help="images of test_unseen (held-out attribute combinations; default: as many as --n-test), "
+                        f"{_range('n_unseen')}")
+    p.add_argument("--image-size", type=int, default=64,
+                   help=f"side of the square images in pixels, {_range('image_size')}")
+    p.add_argument("--seed", type=int, default=0, help="random seed, >= 0")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     return p.parse_args(argv)
 
@@ -381,6 +434,8 @@ def main(argv: list[str] | None = None) -> None:
     a = _parse_args(argv)
     start = time.perf_counter()
     n_unseen = a.n_test if a.n_unseen is None else a.n_unseen
+    check_sizes({"n_train": a.n_train, "n_val": a.n_val, "n_test": a.n_test, "n_unseen": n_unseen,
+                 "image_size": a.image_size, "seed": a.seed}, flags=True)
     out = build(a.out, overwrite=a.overwrite, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test, n_unseen=n_unseen,
                 image_size=a.image_size, seed=a.seed)
     total = a.n_train + a.n_val + a.n_test + n_unseen

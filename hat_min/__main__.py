@@ -1,4 +1,4 @@
-"""Command line: ``python -m hat_min {train, evaluate, demo}``; ``--help`` on each explains every option.
+"""Command line: ``python -m hat_min {train, evaluate, upgrade, demo}``; ``--help`` on each explains every option.
 
     python -m hat_min demo                                        # data, training, evaluation: minutes on a CPU
     python -m hat_min train --preset tiny --data data/synthetic --out runs/tiny
@@ -7,10 +7,12 @@
     python -m hat_min evaluate --checkpoint runs/tiny/best --data data/synthetic
     python -m hat_min evaluate --checkpoint runs/tiny/best --data data/synthetic --rerank-k 32
     torchrun --nproc_per_node 2 -m hat_min train --preset tiny --data data/synthetic --out runs/ddp
+    python -m hat_min upgrade --checkpoint old_runs/best          # a config.json written before some fields existed
 
-Expected failures (offline hub, missing data, a bad option, a run folder already used) end with one
-line on stderr and exit code 2, not a traceback; Ctrl-C ends with one line naming the last checkpoint
-and the command that resumes from it, exit code 130.
+Expected failures (offline hub, missing or corrupt data, a bad option or device, a run folder already used
+or in use) end with one line on stderr and exit code 2, not a traceback; a loss that became NaN, with one line
+and exit code 1; Ctrl-C with one line naming the last checkpoint and the command that resumes from it, exit
+code 130.
 """
 from __future__ import annotations
 
@@ -22,6 +24,20 @@ import time
 from pathlib import Path
 
 RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
+# The demo scores the generalisation splits on their first 400 images (100 whole families; one image moves
+# within-family accuracy by 0.25 points): each whole split would add about a minute on two CPU cores.
+DEMO_GENERAL_IMAGES = 400
+
+
+def _count(text: str) -> int:
+    """A number of images for --general-images: 0 (all) or a positive multiple of 4 (whole families)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0 or n % 4:
+        raise argparse.ArgumentTypeError(f"must be 0 (all) or a positive multiple of 4 (whole families), not {text!r}")
+    return n
 
 
 def _summary(metrics: dict) -> dict:
@@ -128,8 +144,10 @@ def cmd_evaluate(args) -> dict:
     from .evaluation.data import load_splits
     from .evaluation.protocols import COCO5K_IMAGES, _check_protocol, evaluate
     from .evaluation.retrieval import rerank_evaluate
+    from .fast.device import pick_device
     from .model import HAT
 
+    pick_device(args.device)  # a device that is not here: refused before any data or model is loaded
     if args.rerank_k is not None and args.ensemble:
         raise ValueError("--rerank-k scores one model; leave out --ensemble (ensembles are scored in full)")
     if args.rerank_k is not None and args.rerank_k < 1:
@@ -172,6 +190,16 @@ def cmd_evaluate(args) -> dict:
     return metrics
 
 
+def cmd_upgrade(args) -> list[str]:
+    """Fill the HATConfig fields an older checkpoint's config.json lacks with today's defaults, naming them."""
+    from .model import upgrade_config
+
+    missing = upgrade_config(args.checkpoint)
+    print(f"upgraded {Path(args.checkpoint) / 'config.json'}: added {', '.join(missing)}" if missing else
+          f"{Path(args.checkpoint) / 'config.json'} has every field; nothing to upgrade")
+    return missing
+
+
 def cmd_demo(args) -> dict:
     from data_prep import GENERALISATION_SPLITS
     from data_prep.synthetic import ensure_default
@@ -196,12 +224,14 @@ def cmd_demo(args) -> dict:
     picture = save_retrieval_examples(test, metrics["sims"], Path(args.out) / "retrievals.png")
     references = {f"{ref} (reference)": m for ref, m in metrics["baselines"].items()}
     _print_tables({f"HAT {args.preset}, generated test split ({len(test)} images)": metrics, **references})
-    general = {name: evaluate(model, splits[name], device=args.device, baselines=True)
+    general = {name: evaluate(model, _first(splits[name], args.general_images), device=args.device, baselines=True)
                for name in GENERALISATION_SPLITS if name in splits}
     if general:
+        sizes = ", ".join(f"{name} {len(_first(splits[name], args.general_images))}" for name in general)
         print(f"\nGeneralisation: new images whose groups pair attributes that no training scene pairs "
               f"(test_unseen), and the test images in sentence frames (test_frames) and also words (test_words) "
-              f"that training never uses:\n{format_split_table({'test': metrics, **general})}")
+              f"that training never uses (images scored: {sizes}; `python -m hat_min evaluate --split NAME` "
+              f"scores a whole split):\n{format_split_table({'test': metrics, **general})}")
     missing = [name for name in GENERALISATION_SPLITS if name not in splits]
     if missing:
         print(f"\n(the dataset at {data} predates the split(s) {', '.join(missing)}; rebuild it with "
@@ -210,11 +240,17 @@ def cmd_demo(args) -> dict:
           f"{time.monotonic() - started:.0f} s in all")
     result = _summary(metrics)
     result["baselines"] = {ref: _summary(m) for ref, m in metrics["baselines"].items()}
-    result["splits"] = {name: {**_summary(m), "baselines": {"pooled": _summary(m["baselines"]["pooled"])}}
+    result["splits"] = {name: {**_summary(m), "images": len(_first(splits[name], args.general_images)),
+                               "baselines": {"pooled": _summary(m["baselines"]["pooled"])}}
                         for name, m in general.items()}
     result.update(checkpoint=str(Path(args.out) / "best"), data=str(data), seconds=round(time.monotonic() - started))
     print(json.dumps(result))
     return result
+
+
+def _first(split, n: int):
+    """The first ``n`` images of a split (all when ``n`` is 0); the generated splits are whole families in order."""
+    return split.select(range(min(n, len(split)))) if n else split
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -261,6 +297,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None)
     e.set_defaults(func=cmd_evaluate)
 
+    u = sub.add_parser("upgrade", help="give an older checkpoint's config.json the fields it lacks (today's defaults)")
+    u.add_argument("--checkpoint", required=True, help="a folder written by save_pretrained")
+    u.set_defaults(func=cmd_upgrade)
+
     d = sub.add_parser("demo", help="generate the offline data, train, evaluate, draw retrievals")
     d.add_argument("--data", default="data/synthetic", help="dataset folder, generated if missing")
     d.add_argument("--out", default="runs/demo", help="run folder, replaced by every demo (default: runs/demo)")
@@ -268,6 +308,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="model preset (default: minilm, the pretrained text encoder the demo recipe expects; "
                         "minilm_labelled: its top layers pretrained to label each word's group and place)")
     d.add_argument("--max-steps", type=int, default=None, help="training steps (default: the demo recipe's)")
+    d.add_argument("--general-images", type=_count, default=DEMO_GENERAL_IMAGES, metavar="N",
+                   help="score the first N images of each generalisation split (whole families; 0: all), "
+                        f"default {DEMO_GENERAL_IMAGES}: the demo stays within minutes on two CPU cores")
     d.add_argument("--device", default=None)
     d.set_defaults(func=cmd_demo)
     return p
@@ -275,14 +318,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .encoders import OfflineError
+    from .fast.device import DeviceError
 
     args = _parser().parse_args(argv)
     interrupted = False
     try:
         args.func(args)
-    except (OfflineError, FileNotFoundError, ValueError) as err:
+    except (OfflineError, FileNotFoundError, ValueError, DeviceError) as err:  # a bad option, file or setting
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        from .training.loop import NonFiniteLossError  # imported here: the training loop is slow to import
+
+        if not isinstance(err, NonFiniteLossError):
+            raise
+        print(f"error: {err}", file=sys.stderr)  # the run itself failed; the message says what was kept
+        return 1
     except KeyboardInterrupt:  # Ctrl-C: no traceback and no checkpoint mid-step; the last periodic one stays
         interrupted = True
     finally:

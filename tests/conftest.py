@@ -1,5 +1,7 @@
 """Shared fixtures. Every test runs offline: the hub is declared unreachable for the session."""
+import http.server
 import os
+import threading
 
 import pytest
 import torch
@@ -24,3 +26,21 @@ def text_batch():
                         [101, 1037, 2235, 3756, 2675, 102, 0, 0, 0, 0],
                         [101, 2093, 2502, 2665, 3340, 2917, 1037, 14082, 2417, 102]])
     return ids, (ids != 0).long()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A folder served over http on 127.0.0.1 (loopback only): its base URL."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             lambda *a: _Quiet(*a, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

@@ -30,7 +30,7 @@ def data(tmp_path_factory):
     ([], ["train", "evaluate", "demo"]),
     (["train"], ["--preset", "--data", "--resume", "--set", "--device"]),
     (["evaluate"], ["--checkpoint", "--protocol", "--ensemble", "coco1k", "--rerank-k"]),
-    (["demo"], ["--data", "--max-steps"]),
+    (["demo"], ["--data", "--max-steps", "--general-images"]),
 ])
 def test_help_explains_every_option(command, words):
     out = run(*command, "--help")
@@ -125,7 +125,7 @@ def test_bad_rerank_options_are_one_line(data, tmp_path, extra, message):
 
 
 def test_demo_runs_end_to_end(data, tmp_path):
-    out = run("demo", "--data", str(data), "--out", str(tmp_path / "demo"), "--max-steps", "2")
+    out = run("demo", "--data", str(data), "--out", str(tmp_path / "demo"), "--max-steps", "2", "--general-images", "4")
     assert out.returncode == 0, out.stderr[-3000:]
     last = json.loads(out.stdout.strip().splitlines()[-1])
     assert KEYS | FAMILY | WINOGROUND <= set(last) and last["data"] == str(data)
@@ -134,5 +134,7 @@ def test_demo_runs_end_to_end(data, tmp_path):
     assert "test_words, pooled (reference)" in out.stdout and "test_unseen, pooled (reference)" in out.stdout
     for name, result in last["splits"].items():
         assert KEYS | FAMILY | WINOGROUND <= set(result) and set(result["baselines"]) == {"pooled"}, name
+        assert result["images"] == 4, name  # the first family of each split (--general-images 4)
+    assert "(images scored: test_unseen 4, test_frames 4, test_words 4;" in out.stdout
     assert (tmp_path / "demo" / "retrievals.png").stat().st_size > 10_000
     assert HAT.from_pretrained(last["checkpoint"]).config.name == "minilm"

@@ -210,7 +210,7 @@ def test_staging_folders_of_killed_builds_are_removed_by_the_next_build(tmp_path
     assert len(left) == 1 and (left[0] / "dataset").is_dir()  # what SIGKILL leaves behind
     dead_pid, host = (left[0] / "owner.pid").read_text().split()
     assert host == socket.gethostname() and int(dead_pid) != os.getpid()
-    old = tmp_path / ".syn.tmp-old"  # written by code without owner files, long ago
+    old = tmp_path / ".syn.tmp-old"  # no owner file: not made by this code (a user's folder), left alone
     old.mkdir()
     os.utime(old, (time.time() - 3600, time.time() - 3600))
     live = tmp_path / ".syn.tmp-live"  # a build still running (this process)
@@ -220,5 +220,5 @@ def test_staging_folders_of_killed_builds_are_removed_by_the_next_build(tmp_path
         (tmp_path / name).mkdir()
         (tmp_path / name / "owner.pid").write_text(f"{dead_pid} {host}\n")
     synthetic.build(out, **TINY)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-x", ".syn.tmp-live", ".synthetic.tmp-y", "syn"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-x", ".syn.tmp-live", ".syn.tmp-old", ".synthetic.tmp-y", "syn"]
     assert len(datasets.load_from_disk(str(out))["test"]) == 4

@@ -118,8 +118,8 @@ def test_check_sizes_accepts_the_protocol():
         hub.check_sizes("coco", {"train": 82_783, "val": 5_000, "test": 5_000})
 
 
-def _coco_like(src: Path) -> datasets.DatasetDict:
-    """An in-memory copy of the yerevann/coco-karpathy schema; URLs point at local files."""
+def _coco_like(src: Path, base: str) -> datasets.DatasetDict:
+    """An in-memory copy of the yerevann/coco-karpathy schema; URLs point at ``src`` served at ``base``."""
     def split(name: str, n: int, start: int) -> datasets.Dataset:
         rows = []
         for i in range(start, start + n):
@@ -128,16 +128,15 @@ def _coco_like(src: Path) -> datasets.DatasetDict:
             (src / fname).write_bytes(_jpeg(i))
             rows.append({"filepath": sub, "sentids": [i * 10 + k for k in range(6)], "filename": fname, "imgid": i,
                          "split": name, "sentences": [f"caption {k} of {i}" for k in range(6)], "cocoid": 9000 + i,
-                         "url": (src / fname).as_uri()})
+                         "url": f"{base}/{fname}"})
         return datasets.Dataset.from_list(rows)
     return datasets.DatasetDict({"train": split("train", 3, 0), "validation": split("val", 1, 3),
                                  "test": split("test", 2, 4), "restval": split("restval", 2, 6)})
 
 
-def test_build_coco_downloads_resumably_and_converts(tmp_path):
-    src, cache = tmp_path / "src", tmp_path / "cache"
-    src.mkdir()
-    fake = _coco_like(src)
+def test_build_coco_downloads_resumably_and_converts(tmp_path, http_folder):
+    (src, base), cache = http_folder, tmp_path / "cache"
+    fake = _coco_like(src, base)
     report = hub.build_coco(fake, tmp_path / "out", cache, ignore_sizes=True)
     assert report["kept"] == {"train": 5, "val": 1, "test": 2} and report["left_out"] == []
     loaded = datasets.load_from_disk(str(tmp_path / "out"))
@@ -266,9 +265,8 @@ def test_umaru97_flickr30k_copy_converts_offline(offline_sources):
     _check_flickr_output(offline_sources / "out")
 
 
-def test_yerevann_coco_karpathy_copy_converts_offline(offline_sources):
-    images = offline_sources / "coco-server"
-    images.mkdir()
+def test_yerevann_coco_karpathy_copy_converts_offline(offline_sources, http_folder):
+    images, base = http_folder  # a local folder served over http on 127.0.0.1
     src = offline_sources / "yerevann"
     (src / "data").mkdir(parents=True)
     layout = {"train": ["train"], "validation": ["val"], "test": ["test"], "restval": ["restval", "restval"]}
@@ -281,7 +279,7 @@ def test_yerevann_coco_karpathy_copy_converts_offline(offline_sources):
             (images / name).write_bytes(_png(imgid))
             rows.append({"filepath": sub, "sentids": [10 * imgid + k for k in range(6)], "filename": name,
                          "imgid": imgid, "split": label, "sentences": [f"coco {imgid} says {k}" for k in range(6)],
-                         "cocoid": 9000 + imgid, "url": (images / name).as_uri()})
+                         "cocoid": 9000 + imgid, "url": f"{base}/{name}"})
             imgid += 1
         part = datasets.Dataset.from_list(rows, features=COCO_FEATURES)
         part.to_parquet(str(src / "data" / f"{hub_split}-00000-of-00001.parquet"))

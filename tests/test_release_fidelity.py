@@ -109,7 +109,8 @@ def test_best_is_chosen_by_the_recipes_selection(tmp_path, monkeypatch, select_b
     model = SimpleNamespace(save_pretrained=lambda path: saved.append(state.step))
     state = TrainState()
     run = SimpleNamespace(rank=0, cfg=TrainConfig(select_by=select_by), state=state, model=model, dev="cpu",
-                          out_dir=tmp_path, log=SimpleNamespace(write=lambda record: None), report={})
+                          out_dir=tmp_path, log=SimpleNamespace(write=lambda record: None), report={},
+                              claim=lambda: None)
     for step in (1, 2):
         state.step = step
         train_module._validate(run, [], progress=False)

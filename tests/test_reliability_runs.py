@@ -14,7 +14,8 @@ import hat_min.training.loop as train_module
 from data_prep.synthetic import generate
 from hat_min import HAT, HATConfig
 from hat_min.__main__ import main
-from hat_min.training.checkpoint import STATE_NAME, TrainState, find_checkpoint, load_training_state, save_training_state
+from hat_min.training.checkpoint import (STATE_NAME, TEMP_MARKER, TrainState, find_checkpoint, load_training_state,
+                                        save_training_state)
 from hat_min.training.runlog import read_metrics
 from hat_min.training.loop import NonFiniteLossError, TrainConfig, _optimizer, _scheduler, train, train_or_load
 
@@ -220,8 +221,9 @@ def test_ctrl_c_names_the_checkpoint_and_the_command_that_resumes(data, tmp_path
 
 def test_stale_temporary_folders_go_but_the_previous_checkpoint_stays(data, run):
     (run / "last").rename(run / ".last.old")  # a crash between the two renames of a checkpoint's swap
-    stale = run / ".last.k3j9x0qa"  # a save killed half-way
+    stale = run / ".last.k3j9x0qa"  # a save killed half-way: it holds the marker our saves write
     stale.mkdir()
+    (stale / TEMP_MARKER).write_text("1 somehost\n")
     (stale / "model.safetensors").write_bytes(b"\0" * 1000)
     _, summary = train(MODEL, FAST, data, run, resume=True, progress=False)  # complete: resumes, trains nothing
     assert summary["steps"] == 2 and not stale.exists() and (run / ".last.old" / STATE_NAME).is_file()

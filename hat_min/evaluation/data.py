@@ -37,7 +37,14 @@ def load_splits(path: str | Path):
     if not (path / "dataset_dict.json").is_file():
         raise FileNotFoundError(f"no prepared dataset at {path}; build the offline one with "
                                 f"`{OFFLINE_DATA_HINT.format(path=path)}` (see data_prep/README.md)")
-    return datasets.load_from_disk(str(path))
+    try:
+        return datasets.load_from_disk(str(path))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as err:  # pyarrow: ArrowInvalid is a ValueError, IO an OSError
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(f"the dataset at {path} is truncated or corrupt ({type(err).__name__}: {reason}); "
+                         f"rebuild it (data_prep/README.md) or copy it again") from None
 
 
 def image_transform(config: HATConfig, train: bool) -> T.Compose:

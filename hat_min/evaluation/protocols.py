@@ -97,6 +97,7 @@ def encode(model: nn.Module, split, batch_size: int = 128, device: str | torch.d
         tokenizer = load_tokenizer(cfg)
     ids, mask = tokenize(tokenizer, eval_captions(split, captions_per_image), cfg.max_text_len)  # (N_cap, W)
     _check_vocab(model, ids)
+    _check_finite_weights(model)
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     nbytes = feature_memory_bytes(len(split), len(ids), _regions_per_level(model), ids.shape[1], cfg.embed_dim, dtype)
     store = _storage_device(device, nbytes)
@@ -273,10 +274,25 @@ def _encode_texts(model: nn.Module, ids: Tensor, mask: Tensor, batch_size: int, 
 
 def _stored(feats: Tensor, store: torch.device, dtype: torch.dtype) -> Tensor:
     """``feats`` in the storage dtype and memory, refusing values the dtype cannot hold."""
+    if not bool(torch.isfinite(feats).all()):
+        kind = str(feats.dtype).removeprefix("torch.")
+        raise ValueError(f"the model computes NaN or infinite token features ({kind}) from finite weights: it "
+                         f"overflows that precision or has diverged; evaluate it on the CPU (float32) or use an "
+                         f"earlier checkpoint")
     out = feats.to(store, dtype)
     if not bool(torch.isfinite(out).all()):
-        raise ValueError(f"token features overflow {dtype} (or hold NaN); pass dtype=torch.float32 to encode")
+        raise ValueError(f"token features overflow {dtype}; pass dtype=torch.float32 to encode")
     return out
+
+
+def _check_finite_weights(model: nn.Module) -> None:
+    """A model whose weights hold NaN or infinity cannot rank anything: one ValueError naming the tensors."""
+    bad = [name for name, p in model.state_dict().items()
+           if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ValueError(f"the model's weights contain NaN or infinite values ({', '.join(bad[:3])}{more}): it "
+                         f"diverged in training or its file is damaged; use an earlier checkpoint")
 
 
 def _regions_per_level(model: nn.Module) -> list[int]:

@@ -15,18 +15,34 @@ import contextlib
 import torch
 
 
+class DeviceError(RuntimeError):
+    """A requested device that is no device name, or not on this machine (one line: the command line prints it)."""
+
+
 def pick_device(prefer: str | None = None) -> torch.device:
-    """The requested device, else the best available: cuda, mps, cpu."""
+    """The requested device (``DeviceError`` if it is not here), else the best available: cuda, mps, cpu."""
     if prefer:
-        device = torch.device(prefer)
+        try:
+            device = torch.device(prefer)
+        except RuntimeError:
+            raise DeviceError(f"{prefer!r} is not a device; use cpu, cuda, cuda:N or mps") from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {prefer!r} was asked for but CUDA is not available here; use 'cpu'")
+            raise DeviceError(f"device {prefer!r} was asked for but CUDA is not available here; use 'cpu'")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {prefer!r} was asked for but this machine has {torch.cuda.device_count()} "
+                              f"CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        if device.type == "mps" and not _mps_available():
+            raise DeviceError(f"device {prefer!r} was asked for but MPS (Apple GPUs) is not available here; use 'cpu'")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:

@@ -6,9 +6,11 @@ plus ``training_state.pt`` (optimiser, scheduler, scaler, RNG states, progress: 
 numbers, strings, lists and dicts, read with ``torch.load(weights_only=True)``, so that a file in a
 shared run folder cannot run code), ``train_config.json`` and ``data.json`` (a fingerprint of the
 dataset: a resumed run must train on the same data). It is written into a temporary folder
-beside its place (``.last.XXXXXXXX``) and swapped in with renames, so a crash or a full disk while
-saving leaves the previous checkpoint whole; ``clean_stale_temp`` removes the temporary folders a
-killed run left behind. A truncated or corrupt file is a ``ValueError`` naming it.
+beside its place (``.last.XXXXXXXX``, marked as ours by a ``TEMP_MARKER`` file inside) and swapped in
+with renames, so a crash or a full disk while saving leaves the previous checkpoint whole;
+``clean_stale_temp`` removes the marked temporary folders a killed run left behind. Files and folders
+get the modes the umask gives (``data.json`` alike), so a run folder shared with a group stays readable.
+A truncated or corrupt file is a ``ValueError`` naming it.
 
 The run folder around it (``metrics.jsonl``, ``best/``, ``last/``) follows ``check_run_folder``: a new
 run never starts over an earlier one unless told to overwrite it (``clear_run``), and a resumed run
@@ -23,9 +25,11 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import pickle
 import re
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +38,12 @@ from typing import Any
 import torch
 
 from ..config import HATConfig
-from ..model import HAT, read_json
+from ..model import HAT, read_json, umask
 
 STATE_NAME = "training_state.pt"
 TRAIN_CONFIG_NAME = "train_config.json"
 DATA_NAME = "data.json"
+TEMP_MARKER = ".hat_min-temp"  # inside a checkpoint being written: "PID HOST" of the process writing it
 
 
 @dataclass
@@ -63,6 +68,8 @@ def save_training_state(directory: Path, model: HAT, optimizer, scheduler, scale
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
+        tmp.chmod(0o777 & ~umask())  # mkdtemp's 0700 would keep a shared run folder's group out
+        (tmp / TEMP_MARKER).write_text(f"{os.getpid()} {socket.gethostname()}\n")  # clean_stale_temp's: ours
         model.save_pretrained(tmp)
         torch.save({
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -71,6 +78,7 @@ def save_training_state(directory: Path, model: HAT, optimizer, scheduler, scale
         (tmp / TRAIN_CONFIG_NAME).write_text(json.dumps(dataclasses.asdict(train_config), indent=2))
         if data is not None:
             (tmp / DATA_NAME).write_text(json.dumps(data, indent=2))
+        (tmp / TEMP_MARKER).unlink()  # a checkpoint now, not a temporary folder: a copy of it is never removed
         _swap_in(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -156,6 +164,16 @@ def check_run_folder(out_dir: Path, resume: bool | str, overwrite: bool) -> tupl
     return (last, []) if resume and last is not None else (None, earlier)
 
 
+def check_apart(out_dir: str | Path, data_dir: str | Path) -> None:
+    """Refuse a run folder that is, contains or lies inside the dataset (resolved paths): the run would write
+    into the data, or a rebuild of the data would delete the run."""
+    run, data = Path(out_dir).resolve(), Path(data_dir).resolve()
+    how = "is" if run == data else "lies inside" if data in run.parents else "contains" if run in data.parents else None
+    if how:
+        raise ValueError(f"the run folder {out_dir} {how} the dataset {data_dir}; train into a folder apart from "
+                         f"the data (--out)")
+
+
 def clear_run(out_dir: Path, earlier: list[str]) -> None:
     """Delete an earlier run's files (so that no stale ``best/`` survives) and the temporary folders of a
     killed save (``.last.XXXXXXXX``; never ``.last.old``, a checkpoint ``find_checkpoint`` falls back to)."""
@@ -185,11 +203,14 @@ def data_fingerprint(data_dir: str | Path, splits) -> dict[str, Any]:
 def clean_stale_temp(out_dir: Path) -> list[Path]:
     """Remove the temporary ``.last.XXXXXXXX`` folders a killed save left in ``out_dir``; returns them.
 
-    ``.last.old`` stays: it is the previous checkpoint when a crash came between the two renames
-    of the swap (``find_checkpoint`` falls back to it).
+    Only folders ``save_training_state`` made (they hold its ``TEMP_MARKER`` until the swap) go, never one
+    by its name alone (a user's ``.last.bak``); ``.last.old`` stays: it is the previous checkpoint when a
+    crash came between the two renames of the swap (``find_checkpoint`` falls back to it). Called while
+    the run folder's lock is held (``hat_min.training.runlock``), so no live save is removed.
     """
     out_dir = Path(out_dir)
-    stale = [p for p in out_dir.glob(".last.*") if p.is_dir() and p.name != ".last.old"] if out_dir.is_dir() else []
+    stale = [p for p in out_dir.glob(".last.*") if p.is_dir() and not p.is_symlink() and p.name != ".last.old"
+             and (p / TEMP_MARKER).is_file()] if out_dir.is_dir() else []
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return stale

@@ -36,7 +36,9 @@ def setup() -> tuple[int, int]:
 def device_for(rank: int, prefer: str | None = None) -> torch.device:
     """This process's device: its own GPU under torchrun, else the CPU."""
     if prefer:
-        return torch.device(prefer)
+        from ..fast.device import pick_device
+
+        return pick_device(prefer)  # checked: a name, and on this machine
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", rank))
         torch.cuda.set_device(local)

@@ -19,13 +19,15 @@ optimiser step: the model's objective, backward, clip, step). The loss itself is
   the generated scenes' generalisation splits scored beside it, for the log only (never selected on);
 - resumable checkpoints (``last/``), written atomically; ``resume=True`` continues a killed run and
   reaches the same result as an uninterrupted one on CPU (the same configs and data, or a clear refusal);
-  a run folder already used is never overwritten without ``overwrite=True``;
+  a run folder already used is never overwritten without ``overwrite=True``, and then only once the new run's
+  first step went well; one run per folder (a lock file), never inside the dataset;
 - a non-finite loss stops the run with a clear message, keeping the last good checkpoint if there is one;
 - several processes (``torchrun``): each encodes its slice of the global batch, features are
   gathered so that the hardest negatives come from the whole global batch.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -47,10 +49,11 @@ from ..evaluation.protocols import evaluate
 from ..fast.device import autocast, grad_scaler, pick_device
 from ..model import HAT
 from . import distributed as dist
-from .checkpoint import (TrainState, check_run_folder, clear_run, data_fingerprint, find_checkpoint,
-                         load_training_state, save_training_state)
+from .checkpoint import (TrainState, check_apart, check_run_folder, clean_stale_temp, clear_run, data_fingerprint,
+                         find_checkpoint, load_training_state, save_training_state)
 from .data import TrainPairs, check_for_training, train_loader
 from .recipe import TrainConfig
+from .runlock import run_lock
 from .runlog import MetricsLog
 
 
@@ -75,12 +78,25 @@ def train(
     there is no checkpoint there, or when it was made with another model config, recipe or dataset;
     ``resume="auto"`` continues if there is a checkpoint, else starts afresh in ``out_dir``. A new run
     (``resume=False``) starts in an empty or missing folder, and in one that holds an earlier run
-    (``metrics.jsonl``, ``best/``, ``last/``) only with ``overwrite=True``, which deletes those first.
+    (``metrics.jsonl``, ``best/``, ``last/``) only with ``overwrite=True``, which deletes those once the new
+    run's first step went well (a run failing before leaves them as they were).
     ``on_step(state, model)`` is called after every optimiser step (live plots in notebooks, tests).
     The summary's ``best_rsum`` is None when the run never validated.
+
+    One run per folder: ``out_dir`` is locked while the run lasts (``runlock.run_lock``: a second run into it is
+    refused, naming the first one's pid), and it may neither be nor contain nor lie inside ``data_dir``.
     """
-    run, splits, pairs, tokenizer = _start(model_config, train_config, data_dir, Path(out_dir), resume, device,
-                                           overwrite)
+    check_apart(out_dir, data_dir)
+    rank, _ = dist.setup()
+    with run_lock(out_dir) if rank == 0 else contextlib.nullcontext():
+        return _train(model_config, train_config, data_dir, Path(out_dir), resume, device, progress, on_step,
+                      overwrite)
+
+
+def _train(model_config: HATConfig, train_config: TrainConfig, data_dir, out_dir: Path, resume: bool | str,
+           device: str | None, progress: bool, on_step, overwrite: bool) -> tuple[HAT, dict[str, Any]]:
+    """``train`` in its locked folder."""
+    run, splits, pairs, tokenizer = _start(model_config, train_config, data_dir, out_dir, resume, device, overwrite)
     while run.state.step < run.total_steps and not run.out_of_time():
         epoch, done_in_epoch = divmod(run.state.step, run.steps_per_epoch)
         _set_backbones_trainable(run.model, epoch >= run.cfg.freeze_backbone_epochs,
@@ -141,6 +157,7 @@ class _Run:
     total_steps: int
     started: float = dataclasses.field(default_factory=time.monotonic)
     data: dict[str, Any] | None = None  # the dataset's fingerprint, saved in last/ and compared on resume
+    earlier: list[str] | None = None  # the earlier run's files, deleted at this run's first write (claim)
     checkpoint_step: int | None = None  # the step of the newest checkpoint in out_dir/last (None: none yet)
     # The dataset's generalisation splits (the generated scenes' test_unseen, test_frames, test_words), scored at
     # every validation for the log only ("generalisation" records): they never choose best/.
@@ -149,7 +166,16 @@ class _Run:
     def out_of_time(self) -> bool:
         return self.cfg.time_budget_s is not None and time.monotonic() - self.started > self.cfg.time_budget_s
 
+    def claim(self) -> None:
+        """Before this run's first write (after its first finite step): only now does an earlier run go
+        (``overwrite``, or ``resume="auto"`` without a checkpoint), so a run that fails before deletes nothing."""
+        if self.earlier is not None and self.rank == 0:
+            clear_run(self.out_dir, self.earlier)
+            self.log.start()
+        self.earlier = None
+
     def save_last(self) -> None:
+        self.claim()
         save_training_state(self.out_dir / "last", self.model, self.optimizer, self.scheduler, self.scaler,
                             self.state, self.cfg, self.data)
         self.checkpoint_step = self.state.step
@@ -173,12 +199,12 @@ def _start(model_config: HATConfig, cfg: TrainConfig, data_dir, out_dir: Path, r
     state, data = TrainState(), data_fingerprint(data_dir, splits)
     if last is not None:
         state = load_training_state(last, model, optimizer, scheduler, scaler, model_config, cfg, data)
-    if rank == 0:  # everything is built: now the earlier run may go (overwrite, or "auto" without a checkpoint)
-        clear_run(out_dir, earlier)
-    log = MetricsLog(out_dir / "metrics.jsonl", keep_until=state.step, enabled=rank == 0)
+    if rank == 0:
+        clean_stale_temp(out_dir)
+    log = MetricsLog(out_dir / "metrics.jsonl", keep_until=state.step, enabled=rank == 0)  # read, written from claim
     total = cfg.total_steps(steps_per_epoch)
     run = _Run(model, optimizer, scheduler, scaler, cfg, state, log, out_dir, dev, rank, world, steps_per_epoch, total,
-               data=data, checkpoint_step=state.step if last is not None else None,
+               data=data, earlier=earlier, checkpoint_step=state.step if last is not None else None,
                report={name: _first(splits[name], cfg.val_images) for name in GENERALISATION_SPLITS if name in splits})
     return run, splits, pairs, load_tokenizer(model_config)
 
@@ -203,9 +229,12 @@ def _run_epoch(run: _Run, loader, epoch: int, progress: bool, on_step, val_split
         if not math.isfinite(loss):
             saved = (f"the last good checkpoint ({find_checkpoint(run.out_dir / 'last')}, step {run.checkpoint_step}) "
                      f"is kept" if run.checkpoint_step is not None else
+                     f"the earlier run in {run.out_dir} is left as it was" if run.earlier else
                      f"no checkpoint was written yet (every {cfg.checkpoint_every} steps and at each epoch's end)")
+            bar.close()  # before the error line, not after it
             raise NonFiniteLossError(f"the loss became {loss} at step {state.step + 1}; stopped, {saved}: lower the "
                                      f"learning rate or use precision='fp32'")
+        run.claim()
         run.scheduler.step()
         state.step += 1
         _update_curriculum(state, cfg, accuracy)
@@ -288,6 +317,7 @@ def _validate(run: _Run, val_split, progress: bool) -> None:
     ``out_dir/best``."""
     if run.rank != 0:
         return
+    run.claim()
     cfg, state = run.cfg, run.state
     metrics = evaluate(run.model, _first(val_split, cfg.val_images), device=run.dev, progress=False)
     record = {"step": state.step, **{k: round(v, 2) for k, v in metrics.items() if isinstance(v, float)}}

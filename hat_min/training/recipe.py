@@ -87,6 +87,8 @@ class TrainConfig:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             problems.append(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        if not 0 <= self.seed < 2**32:  # torch's generators take the seed times 1,000,003 as an unsigned 64-bit number
+            problems.append(f"seed must be in 0..{2**32 - 1}, got {self.seed}")
         if self.workers is not None and self.workers < 0:
             problems.append(f"workers must be >= 0 or None, got {self.workers}")
         if problems:

@@ -305,6 +305,9 @@ def query_scores(model, encoded, query: str, tokenizer=None) -> torch.Tensor:
     images = encoded.image_levels
     device = images[0].device
     ids, mask = tokenize(tokenizer, [query], model.config.max_text_len)  # (1, W)
+    if set(ids[0].tolist()) <= {*tokenizer.all_special_ids, tokenizer.unk_token_id}:  # [CLS] [UNK]... [SEP]: no word
+        raise ValueError(f"the query {query!r} has no known words (the tokenizer reads it as "
+                         f"{' '.join(tokenizer.convert_ids_to_tokens(ids[0].tolist()))}): no ranking to give")
     was_training = model.training
     model.eval()
     try:
@@ -359,8 +362,15 @@ def explorer(model, split, encoded, sims: torch.Tensor, tokenizer=None, k: int =
             plt.close(fig)
 
     def on_query(change) -> None:
-        if change["new"].strip():
-            show(lambda: text_query_figure(split, query_scores(model, encoded, change["new"], tokenizer), change["new"], k))
+        if not change["new"].strip():
+            return
+        try:
+            scores = query_scores(model, encoded, change["new"], tokenizer)
+        except ValueError as err:  # no known words: said beside the image picker, not as a traceback
+            note.value = str(err)
+            return
+        note.value = ""
+        show(lambda: text_query_figure(split, scores, change["new"], k))
 
     def on_image(change) -> None:
         image_id.value = change["new"]

@@ -5,13 +5,14 @@ accuracy of the weights as written on held-out items and on the first few (which
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from ..encoders import file_sha256  # the hash on the cards, checked again when the weights are loaded
 
 # What the pretraining scenes (data_prep.labels.pretraining_scenes) leave out; both cards record it.
 EXCLUDED = ("every scene of the default generated dataset (seed 0: 10,000 / 500 / 1,000), and every group with a "
@@ -45,6 +46,3 @@ def write_card(out: str | Path, name: str, state: dict[str, Tensor], card: dict,
     return json.loads(text)  # the card as written (tuples become lists)
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (hex)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
