@@ -385,8 +385,7 @@ def build(out: str | Path, overwrite: bool = False, **kwargs) -> Path:
     params = {"n_train": 10_000, "n_val": 500, "n_test": 1_000, "image_size": 64, "seed": 0, **kwargs}
     if params.get("n_unseen") is None:  # the card records the size test_unseen got
         params["n_unseen"] = params["n_test"]
-    check_sizes(params)
-    check_out(out, overwrite)  # fail before the work, not after
+    check_out(out, overwrite)  # fail before the work, not after (generate checks the sizes before any)
     dsdict = generate(**params)
     params.pop("progress", None)
     meta = json.dumps({"generator": "data_prep.synthetic", **params,

@@ -1,4 +1,5 @@
-"""Command line: ``python -m hat_min {train, evaluate, upgrade, demo}``; ``--help`` on each explains every option.
+"""Command line: ``python -m hat_min {train, evaluate, upgrade, demo, convert-release}``; ``--help`` on each explains every
+option.
 
     python -m hat_min demo                                        # data, training, evaluation: minutes on a CPU
     python -m hat_min train --preset tiny --data data/synthetic --out runs/tiny
@@ -8,6 +9,7 @@
     python -m hat_min evaluate --checkpoint runs/tiny/best --data data/synthetic --rerank-k 32
     torchrun --nproc_per_node 2 -m hat_min train --preset tiny --data data/synthetic --out runs/ddp
     python -m hat_min upgrade --checkpoint old_runs/best          # a config.json written before some fields existed
+    python -m hat_min convert-release hat_f30k.ckpt --out runs/release_f30k --trust-pickle   # the authors' checkpoint
 
 Expected failures (offline hub, missing or corrupt data, a bad option or device, a run folder already used
 or in use) end with one line on stderr and exit code 2, not a traceback; a loss that became NaN, with one line
@@ -205,7 +207,7 @@ def cmd_demo(args) -> dict:
     from data_prep.synthetic import ensure_default
 
     from .config import HATConfig
-    from .evaluation.data import load_splits
+    from .evaluation.data import first_images, load_splits
     from .evaluation.protocols import evaluate
     from .evaluation.tables import format_split_table
     from .training.loop import TrainConfig, train
@@ -224,10 +226,10 @@ def cmd_demo(args) -> dict:
     picture = save_retrieval_examples(test, metrics["sims"], Path(args.out) / "retrievals.png")
     references = {f"{ref} (reference)": m for ref, m in metrics["baselines"].items()}
     _print_tables({f"HAT {args.preset}, generated test split ({len(test)} images)": metrics, **references})
-    general = {name: evaluate(model, _first(splits[name], args.general_images), device=args.device, baselines=True)
-               for name in GENERALISATION_SPLITS if name in splits}
+    subsets = {name: first_images(splits[name], args.general_images) for name in GENERALISATION_SPLITS if name in splits}
+    general = {name: evaluate(model, subset, device=args.device, baselines=True) for name, subset in subsets.items()}
     if general:
-        sizes = ", ".join(f"{name} {len(_first(splits[name], args.general_images))}" for name in general)
+        sizes = ", ".join(f"{name} {len(subset)}" for name, subset in subsets.items())
         print(f"\nGeneralisation: new images whose groups pair attributes that no training scene pairs "
               f"(test_unseen), and the test images in sentence frames (test_frames) and also words (test_words) "
               f"that training never uses (images scored: {sizes}; `python -m hat_min evaluate --split NAME` "
@@ -240,7 +242,7 @@ def cmd_demo(args) -> dict:
           f"{time.monotonic() - started:.0f} s in all")
     result = _summary(metrics)
     result["baselines"] = {ref: _summary(m) for ref, m in metrics["baselines"].items()}
-    result["splits"] = {name: {**_summary(m), "images": len(_first(splits[name], args.general_images)),
+    result["splits"] = {name: {**_summary(m), "images": len(subsets[name]),
                                "baselines": {"pooled": _summary(m["baselines"]["pooled"])}}
                         for name, m in general.items()}
     result.update(checkpoint=str(Path(args.out) / "best"), data=str(data), seconds=round(time.monotonic() - started))
@@ -248,20 +250,18 @@ def cmd_demo(args) -> dict:
     return result
 
 
-def _first(split, n: int):
-    """The first ``n`` images of a split (all when ``n`` is 0); the generated splits are whole families in order."""
-    return split.select(range(min(n, len(split)))) if n else split
-
-
 def _parser() -> argparse.ArgumentParser:
     from data_prep.splits import GENERALISATION_SPLITS, SPLITS  # names only: no import of datasets
+
+    from .config import PRESETS  # dataclasses only: no torch
 
     p = argparse.ArgumentParser(prog="python -m hat_min", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a HAT model")
-    t.add_argument("--preset", default="tiny", help="model preset: tiny, minilm, minilm_labelled or paper (default: tiny)")
+    t.add_argument("--preset", default="tiny", choices=list(PRESETS), metavar="PRESET",
+                   help=f"model preset: {', '.join(PRESETS)} (default: tiny)")
     t.add_argument("--train-preset", default=None,
                    help="training recipe: demo (minutes on a CPU), notebook, gpu, colab (the paper's two phases in "
                         "one Colab runtime) or paper (default: the model preset's own: paper for paper, else demo)")
@@ -304,7 +304,7 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="generate the offline data, train, evaluate, draw retrievals")
     d.add_argument("--data", default="data/synthetic", help="dataset folder, generated if missing")
     d.add_argument("--out", default="runs/demo", help="run folder, replaced by every demo (default: runs/demo)")
-    d.add_argument("--preset", default="minilm", choices=["tiny", "minilm", "minilm_labelled"],
+    d.add_argument("--preset", default="minilm", choices=[name for name in PRESETS if name != "paper"],
                    help="model preset (default: minilm, the pretrained text encoder the demo recipe expects; "
                         "minilm_labelled: its top layers pretrained to label each word's group and place)")
     d.add_argument("--max-steps", type=int, default=None, help="training steps (default: the demo recipe's)")
@@ -313,6 +313,10 @@ def _parser() -> argparse.ArgumentParser:
                         f"default {DEMO_GENERAL_IMAGES}: the demo stays within minutes on two CPU cores")
     d.add_argument("--device", default=None)
     d.set_defaults(func=cmd_demo)
+
+    from .weights.release import add_subparser  # convert-release: the authors' checkpoints (LuminosityX/HAT)
+
+    add_subparser(sub)
     return p
 
 

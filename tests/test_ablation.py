@@ -9,6 +9,7 @@ from data_prep.synthetic import generate
 from hat_min import HATConfig, recall_at_k
 from hat_min.tutorial import ablation
 from hat_min.tutorial.ablation import (ABLATION_MODEL, ABLATION_TRAIN, FAMILY_METRICS, HAT_MARK, METRICS, SUMMARY_METRICS,
+                                      SUMMARY_PARTS, family_draws, bootstrap_se,
                                       ablation_grid, contrasts, describe, distinct_configs, grid_table, run_ablation,
                                       summarize, summary_metrics)
 from hat_min.evaluation import chance_recall
@@ -111,7 +112,13 @@ def test_run_ablation_trains_once_and_then_reads_the_cache(data, tmp_path, monke
     monkeypatch.setattr(ablation, "train_or_load", no_training)
     again = run_ablation(grid, TWO_STEPS, data, seeds=(0, 1), cache_dir=cache, progress=False)
     pd.testing.assert_frame_equal(again, runs)
-    assert (runs.attrs, again.attrs) == ({"trained": 4, "cached": 0}, {"trained": 0, "cached": 4})
+    assert [(t.attrs["trained"], t.attrs["cached"]) for t in (runs, again)] == [(4, 0), (0, 4)]
+    # the per-family counts kept for the test-set standard error add up to each row's family metrics
+    for row in runs.itertuples():
+        counts = runs.attrs["family_counts"][row.question, row.variant, row.seed]
+        assert set(counts) == {m for m in FAMILY_METRICS if m in runs.columns}
+        for m, c in counts.items():
+            assert 100 * c[:, 0].sum() / c[:, 1].sum() == pytest.approx(getattr(row, m))
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()} == files
 
 
@@ -158,6 +165,66 @@ def test_contrasts_agree_with_a_literal_paired_difference():
     row = contrasts(runs).iloc[0]
     assert row["difference"] == pytest.approx(d.mean().item())
     assert row["se"] == pytest.approx((d.std() / math.sqrt(5)).item())
+
+
+def _counts_table(hits, queries=10.0):
+    """A runs table for question "q", variants "r (HAT)" and "v", seeds 0..S-1, whose family_binding comes from
+    per-family hits ``hits`` (variant, seed, part, family) out of ``queries`` each, with the counts in attrs."""
+    n_var, n_seeds, n_parts, n_fam = hits.shape
+    parts = SUMMARY_PARTS["family_binding"]
+    assert n_parts == len(parts)
+    names, rows, counts = [f"r {HAT_MARK}", "v"], [], {}
+    for v in range(n_var):
+        for s in range(n_seeds):
+            c = {p: torch.stack([hits[v, s, k], torch.full((n_fam,), queries)], dim=1) for k, p in enumerate(parts)}
+            counts["q", names[v], s] = c
+            value = sum(100 * x[:, 0].sum().item() / x[:, 1].sum().item() for x in c.values()) / len(parts)
+            rows.append({"question": "q", "variant": names[v], "seed": s, "family_binding": value})
+    runs = pd.DataFrame(rows)
+    runs.attrs["family_counts"] = counts
+    return runs
+
+
+def test_bootstrap_se_agrees_with_a_literal_bootstrap_over_families():
+    g = torch.Generator().manual_seed(1)
+    hits = torch.randint(0, 11, (2, 3, 6, 12), generator=g).double()  # (variant, seed, part, family) of 10 queries
+    runs = _counts_table(hits)
+    draws = family_draws(12, 300, seed=0)  # (D, F)
+    picks = [[f for f in range(12) for _ in range(int(draws[d, f]))] for d in range(300)]  # the families of each draw
+    literal = []
+    for fams in picks:
+        def binding(v, s):
+            return sum(100 * sum(hits[v, s, k, f].item() for f in fams) / (10 * len(fams)) for k in range(6)) / 6
+        literal.append(sum(binding(1, s) - binding(0, s) for s in range(3)) / 3)
+    expected = torch.tensor(literal, dtype=torch.float64).std().item()
+    got = bootstrap_se(runs, "q", "v", f"r {HAT_MARK}", [0, 1, 2], "family_binding", draws=300, seed=0)
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert all(int(draws[d].sum()) == 12 for d in range(300))  # each draw resamples F families
+
+
+def test_contrasts_add_the_test_sets_error_and_judge_on_both():
+    g = torch.Generator().manual_seed(2)
+    base = torch.randint(0, 11, (1, 3, 6, 40), generator=g).double()
+    # a variant whose seeds agree closely (+1 hit in every family and part) but whose test families are few
+    runs = _counts_table(torch.cat([base, (base + 1).clamp(max=10)]))
+    row = contrasts(runs, metric="family_binding").iloc[0]
+    assert row["se_test"] > 0 and math.isfinite(row["se_test"])
+    assert row["se_total"] == pytest.approx(math.hypot(row["se"], row["se_test"]))
+    assert row["ratio"] == pytest.approx(row["difference"] / row["se_total"])
+    assert "over test families" in describe(row)
+    # the same difference, measured on four times as many families: the test-set error halves
+    many = _counts_table(torch.cat([base.repeat(1, 1, 1, 4), (base.repeat(1, 1, 1, 4) + 1).clamp(max=10)]))
+    ratio = contrasts(many, metric="family_binding").iloc[0]["se_test"] / row["se_test"]
+    assert 0.4 < ratio < 0.6
+    # identical variants: no difference and no test-set error
+    same = _counts_table(torch.cat([base, base]))
+    row = contrasts(same, metric="family_binding").iloc[0]
+    assert row["difference"] == 0 and row["se_test"] == 0 and row["verdict"] == "within noise"
+    # without family counts (or for rSum) the seeds' error alone
+    plain = runs.copy()
+    plain.attrs = {}
+    row = contrasts(plain, metric="family_binding").iloc[0]
+    assert math.isnan(row["se_test"]) and row["se_total"] == row["se"]
 
 
 def test_failed_runs_are_flagged_counted_and_left_out_of_the_pairs(monkeypatch, tmp_path):

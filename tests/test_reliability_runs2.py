@@ -50,20 +50,33 @@ def _lock(folder: Path, pid: int, host: str = socket.gethostname()) -> Path:
     return folder / LOCK_NAME
 
 
+# A live run: a process that wrote its pid into the lock file and holds the file's flock until killed.
+HOLDER = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); "
+          "os.ftruncate(fd, 0); os.write(fd, f'{os.getpid()} {sys.argv[2]}\\n'.encode()); print('held', flush=True); "
+          "time.sleep(60)")
+
+
+def _holder(folder: Path) -> subprocess.Popen:
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder / LOCK_NAME), socket.gethostname()],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
 def test_a_folder_locked_by_a_live_run_is_refused_naming_its_pid(data, run, capsys):
     before = _listing(run)
-    lock = _lock(run, os.getpid())
-    with pytest.raises(ValueError, match=rf"in use by another training run \(pid {os.getpid()} on .*lock file "
-                                         rf"{re.escape(str(lock))}\)"):
-        train(MODEL, FAST.replace(epochs=2), data, run, resume=True, progress=False)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock = run / LOCK_NAME
+    holder = _holder(run)
     try:
-        _lock(run, sleeper.pid)
+        with pytest.raises(ValueError, match=rf"in use by another training run \(pid {holder.pid} on .*lock file "
+                                             rf"{re.escape(str(lock))}\)"):
+            train(MODEL, FAST.replace(epochs=2), data, run, resume=True, progress=False)
         assert main(_cli(data, run, "--resume", "--set=epochs=2")) == 2
-        assert f"pid {sleeper.pid}" in _one_error_line(capsys)
+        assert f"pid {holder.pid}" in _one_error_line(capsys)
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        holder.kill()
+        holder.wait()
     _lock(run, 1234, host="another-host")  # its pid cannot be checked from here: refused, saying what to do
     with pytest.raises(ValueError, match=rf"pid 1234 on another-host.*if that run has ended, delete "
                                          rf"{re.escape(str(lock))}"):
@@ -76,6 +89,13 @@ def test_a_lock_of_a_dead_run_is_taken_over_and_released_at_the_end(data, run):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     _lock(run, dead.pid)
+    _, summary = train(MODEL, FAST.replace(epochs=2), data, run, resume=True, progress=False)
+    assert summary["steps"] == 4 and not (run / LOCK_NAME).exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock: without it the pid alone decides")
+def test_a_dead_runs_lock_whose_pid_now_names_another_process_is_taken_over(data, run):
+    _lock(run, os.getpid())  # a live pid, but nobody holds the flock: its run died and the pid was given out again
     _, summary = train(MODEL, FAST.replace(epochs=2), data, run, resume=True, progress=False)
     assert summary["steps"] == 4 and not (run / LOCK_NAME).exists()
 

@@ -31,6 +31,7 @@ encoders behave like bags of words.
 
     labels = family_labels(splits["test"])                   # None without families
     family_accuracy(sims, labels)                            # {"family_i2t": ..., "family_t2i_role": ...}
+    family_counts(sims, labels)["family_t2i_role"]           # (F, 2) hits and queries per family
     family_accuracy(bag_of_words_similarity(splits["test"]), labels)   # about 25 / 25: words alone
 """
 from __future__ import annotations
@@ -81,11 +82,42 @@ def family_labels(split) -> FamilyLabels | None:
 
 def family_accuracy(sims: Tensor, labels: FamilyLabels, captions_per_image: int = 5) -> dict[str, float]:
     """Within-family accuracy (both directions), per kind of swap, and top-1 in the right family, in percent."""
-    sims = sims.float().cpu()
+    sims = _check_sims(sims, labels, captions_per_image)
     n_img, n_cap = sims.shape
-    if labels.family.shape[0] != n_img or n_cap != n_img * captions_per_image:
-        raise ValueError(f"sims {tuple(sims.shape)} does not match {labels.family.shape[0]} labelled images "
-                         f"with {captions_per_image} captions each")
+    out = {name: _percent(hits, where) for name, (hits, where, _) in _family_hits(sims, labels, captions_per_image).items()}
+    same = labels.family[:, None] == labels.family[None, :]  # (N, N)
+    owner = torch.arange(n_cap) // captions_per_image  # (N_cap,)
+    best = sims.view(n_img, n_img, captions_per_image).amax(-1)  # (N, N) image i's best caption of image j
+    out["in_family_i2t"] = _percent(_masked_max(best, same) > _masked_max(best, ~same), torch.ones(n_img, dtype=bool))
+    out["in_family_t2i"] = _percent(_masked_max(sims.T, same[owner]) > _masked_max(sims.T, ~same[owner]),
+                                    torch.ones(n_cap, dtype=bool))
+    out.update(winoground_scores(sims, labels, captions_per_image))
+    return out
+
+
+def family_counts(sims: Tensor, labels: FamilyLabels, captions_per_image: int = 5) -> dict[str, Tensor]:
+    """The within-family metrics of ``family_accuracy`` (``family_i2t``, ``family_t2i_colour``, ...) family by
+    family: {metric: (F, 2) float tensor of hits and queries per family}, families in increasing id order.
+
+    100 * hits.sum() / queries.sum() is the metric; the rows are what a bootstrap over families resamples
+    (queries of one family share their scenes' words, so they are not independent of each other).
+    """
+    sims = _check_sims(sims, labels, captions_per_image)
+    ids = torch.unique(labels.family)  # (F,) sorted
+    out = {}
+    for name, (hits, where, family) in _family_hits(sims, labels, captions_per_image).items():
+        row = torch.searchsorted(ids, family[where])  # (Q,) each counted query's family row
+        counts = torch.zeros(len(ids), 2)
+        counts[:, 0].index_add_(0, row, hits[where].float())
+        counts[:, 1].index_add_(0, row, torch.ones(len(row)))
+        out[name] = counts
+    return out
+
+
+def _family_hits(sims: Tensor, labels: FamilyLabels, captions_per_image: int) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    """{metric: (hits, where, family)}, three tensors of one shape: whether each query (or query x member pair)
+    was right, whether it counts, and the family it belongs to."""
+    n_img, n_cap = sims.shape
     same = labels.family[:, None] == labels.family[None, :]  # (N, N)
     others = same & ~torch.eye(n_img, dtype=torch.bool)  # (N, N) the other members of each family
     kind = labels.kind_matrix()  # (N, N)
@@ -95,21 +127,26 @@ def family_accuracy(sims: Tensor, labels: FamilyLabels, captions_per_image: int 
     true = sims[owner, torch.arange(n_cap)]  # (N_cap,) each caption's score with its own image
     by_caption = sims.T  # (N_cap, N_img): caption c against every image
     cap_others = others[owner]  # (N_cap, N_img)
+    fam_img, fam_cap = labels.family, labels.family[owner]  # (N,), (N_cap,)
 
-    out: dict[str, float] = {}
     has = others.any(1)  # images with at least one other member
-    out["family_i2t"] = _percent(own > _masked_max(best, others), has)
-    out["family_t2i"] = _percent(true > _masked_max(by_caption, cap_others), has[owner])
+    out = {"family_i2t": (own > _masked_max(best, others), has, fam_img),
+           "family_t2i": (true > _masked_max(by_caption, cap_others), has[owner], fam_cap)}
     for k, name in enumerate(KINDS):
         pairs = kind == k  # (N, N) ordered pairs (query image i, member j) of this kind
         if pairs.any():
-            out[f"family_i2t_{name}"] = _percent(own[:, None] > best, pairs)
-            out[f"family_t2i_{name}"] = _percent(true[:, None] > by_caption, pairs[owner])
-    out["in_family_i2t"] = _percent(_masked_max(best, same) > _masked_max(best, ~same), torch.ones(n_img, dtype=bool))
-    out["in_family_t2i"] = _percent(_masked_max(by_caption, same[owner]) > _masked_max(by_caption, ~same[owner]),
-                                    torch.ones(n_cap, dtype=bool))
-    out.update(winoground_scores(sims, labels, captions_per_image))
+            out[f"family_i2t_{name}"] = (own[:, None] > best, pairs, fam_img[:, None].expand(n_img, n_img))
+            out[f"family_t2i_{name}"] = (true[:, None] > by_caption, pairs[owner], fam_cap[:, None].expand(n_cap, n_img))
     return out
+
+
+def _check_sims(sims: Tensor, labels: FamilyLabels, captions_per_image: int) -> Tensor:
+    sims = sims.float().cpu()
+    n_img, n_cap = sims.shape
+    if labels.family.shape[0] != n_img or n_cap != n_img * captions_per_image:
+        raise ValueError(f"sims {tuple(sims.shape)} does not match {labels.family.shape[0]} labelled images "
+                         f"with {captions_per_image} captions each")
+    return sims
 
 
 def winoground_scores(sims: Tensor, labels: FamilyLabels, captions_per_image: int = 5) -> dict[str, float]:

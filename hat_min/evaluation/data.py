@@ -47,6 +47,12 @@ def load_splits(path: str | Path):
                          f"rebuild it (data_prep/README.md) or copy it again") from None
 
 
+def first_images(split, n: int | None):
+    """The first ``n`` images of a split (all of them for None or 0): whole families, which are adjacent rows
+    in the generated splits (validation subsets, the demo's generalisation subsets)."""
+    return split if not n else split.select(range(min(n, len(split))))
+
+
 def image_transform(config: HATConfig, train: bool) -> T.Compose:
     """PIL RGB image -> normalised (3, S, S) tensor: random crop for training, resize + centre crop for eval."""
     size = config.image_size

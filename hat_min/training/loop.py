@@ -44,7 +44,7 @@ from data_prep.splits import GENERALISATION_SPLITS
 
 from ..config import SCRATCH, HATConfig
 from ..encoders import load_tokenizer
-from ..evaluation.data import load_splits
+from ..evaluation.data import first_images, load_splits
 from ..evaluation.protocols import evaluate
 from ..fast.device import autocast, grad_scaler, pick_device
 from ..model import HAT
@@ -205,7 +205,7 @@ def _start(model_config: HATConfig, cfg: TrainConfig, data_dir, out_dir: Path, r
     total = cfg.total_steps(steps_per_epoch)
     run = _Run(model, optimizer, scheduler, scaler, cfg, state, log, out_dir, dev, rank, world, steps_per_epoch, total,
                data=data, earlier=earlier, checkpoint_step=state.step if last is not None else None,
-               report={name: _first(splits[name], cfg.val_images) for name in GENERALISATION_SPLITS if name in splits})
+               report={name: first_images(splits[name], cfg.val_images) for name in GENERALISATION_SPLITS if name in splits})
     return run, splits, pairs, load_tokenizer(model_config)
 
 
@@ -319,7 +319,7 @@ def _validate(run: _Run, val_split, progress: bool) -> None:
         return
     run.claim()
     cfg, state = run.cfg, run.state
-    metrics = evaluate(run.model, _first(val_split, cfg.val_images), device=run.dev, progress=False)
+    metrics = evaluate(run.model, first_images(val_split, cfg.val_images), device=run.dev, progress=False)
     record = {"step": state.step, **{k: round(v, 2) for k, v in metrics.items() if isinstance(v, float)}}
     state.history.append(record)
     run.log.write({"validation": record})
@@ -337,11 +337,6 @@ def _validate(run: _Run, val_split, progress: bool) -> None:
         best = f"best {state.best_rsum:.1f}" if cfg.select_by == "rsum" else f"best R@1 sum {state.best_rsum:.1f}"
         tqdm.write(f"step {state.step}: val R@1 i2t {metrics['i2t_r1']:.1f} t2i {metrics['t2i_r1']:.1f} "
                    f"rsum {metrics['rsum']:.1f} ({best}){family}")
-
-
-def _first(split, n: int | None):
-    """The first ``n`` rows of a split (all of them for None): whole families, which are adjacent rows."""
-    return split if n is None else split.select(range(min(n, len(split))))
 
 
 def _groups(loader, size: int):

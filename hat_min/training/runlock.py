@@ -5,8 +5,9 @@
 
 The lock file ``OUT/.train.lock`` holds the owner's pid and host ("PID HOST") and, where the system has
 it, the owner's ``flock``, which the kernel drops when the process dies (and which decides between two
-runs that start at the same moment). A lock whose owner is dead (no such pid on this host, and no flock
-held) is taken over; one of another host is refused (its pid cannot be checked from here): delete the
+runs that start at the same moment). A lock of this host whose flock nobody holds is taken over (its
+owner is dead, even if its pid now belongs to another process; without flock, as on Windows, a pid that
+no process has); one of another host is refused (its pid cannot be checked from here): delete the
 file once that run has ended.
 """
 from __future__ import annotations
@@ -80,7 +81,11 @@ def _held(fd: int, owner: list[str]) -> bool:
     if len(owner) != 2 or not owner[0].isdigit():
         return False  # empty (a lock released, or its owner killed before writing) or not ours
     pid, host = int(owner[0]), owner[1]
-    return host != socket.gethostname() or pid_alive(pid)
+    if host != socket.gethostname():
+        return True  # neither its flock (another machine's) nor its pid can be checked from here
+    # On this host a live run holds the flock, so with flock the pid is not asked: a dead owner's pid may
+    # have been given to an unrelated process since. Without flock (Windows) the pid alone decides.
+    return fcntl is None and pid_alive(pid)
 
 
 def _inode(path: Path) -> int | None:

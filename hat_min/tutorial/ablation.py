@@ -29,7 +29,10 @@ both directions are ``SUMMARY_METRICS``. With the text encoder frozen the role s
 so the binding swaps (``family_binding``) are the metric that can decide.
 
 Seeds are paired: a seed fixes the order of the training batches (and the initial projections),
-the same for every variant, so ``contrasts`` compares two variants seed by seed. A run whose
+the same for every variant, so ``contrasts`` compares two variants seed by seed. Two things make a
+difference uncertain, and ``contrasts`` measures both: the seed (the spread of the per-seed
+differences) and the test set (which families of scenes happened to be drawn: a bootstrap over the
+test families, the same draws for both variants, from the per-family counts ``run_ablation`` keeps). A run whose
 Recall@K stays near chance (rSum less than 5 % of the way from a random scorer's to 600) is flagged ``failed``: it is kept
 in the rows and counted by ``summarize``, and left out of the pairs of ``contrasts``.
 """
@@ -47,7 +50,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import HATConfig
-from ..evaluation.compositional import KINDS, family_accuracy, family_labels
+from ..evaluation.compositional import KINDS, family_accuracy, family_counts, family_labels
 from ..evaluation.data import load_splits
 from ..evaluation.protocols import chance_recall, evaluate
 from ..evaluation.tables import metric_label
@@ -65,6 +68,13 @@ BINDING_KINDS = ("colour", "texture", "size")  # the binding swaps: an attribute
 # Means over both directions (percent), added to every row with families: within family (4-way, chance 25 %),
 # role swaps and binding swaps (2-way, chance 50 %; binding: the mean of BINDING_KINDS).
 SUMMARY_METRICS = {"family_mean": 25.0, "family_role": 50.0, "family_binding": 50.0}
+# What each summary metric averages (summary_metrics computes them, contrasts resamples them).
+SUMMARY_PARTS = {"family_mean": ("family_i2t", "family_t2i"),
+                 "family_role": ("family_i2t_role", "family_t2i_role"),
+                 "family_binding": tuple(f"family_{d}_{k}" for k in BINDING_KINDS for d in ("i2t", "t2i"))}
+# Bootstrap draws over the test families for the test-set standard error of a contrast (seeded: the same
+# numbers every time).
+TEST_DRAWS = 2000
 # A run "failed" when its rSum got less than this share of the way from a random scorer's to 600 (perfect).
 FAILED_SHARE = 0.05
 # Sizes of the generated dataset the fast recipe trains on (data_prep.synthetic.build keywords): 600 test images
@@ -145,7 +155,10 @@ def run_ablation(variants: Grid, train_config: TrainConfig, data_dir: str | Path
     percent), and ``failed`` (rSum less
     than ``FAILED_SHARE`` of the way from a random scorer's rSum on this gallery to 600).
     ``attrs["trained"]`` counts the runs trained (or loaded from a finished run folder) and scored now,
-    ``attrs["cached"]`` those whose test similarities were read from the cache.
+    ``attrs["cached"]`` those whose test similarities were read from the cache; on data with families,
+    ``attrs["family_counts"]`` holds each row's hits and queries per test family
+    ({(question, variant, seed): {metric: (F, 2)}}, ``family_counts``), for the test-set standard error
+    of ``contrasts``.
     """
     _check_grid(variants, seeds)
     test = load_splits(data_dir)[split]
@@ -159,7 +172,7 @@ def run_ablation(variants: Grid, train_config: TrainConfig, data_dir: str | Path
         bar.set_postfix_str(_describe(runs[key]) + f", seed {seed}")
         sims[key, seed], hit = _test_sims(runs[key], train_config.replace(seed=seed), data_dir, test, Path(cache_dir))
         cached += hit
-    rows = []
+    rows, counts = [], {}
     for question, group in variants.items():
         for name, variant in group.items():
             models = _models(variant)
@@ -167,6 +180,9 @@ def run_ablation(variants: Grid, train_config: TrainConfig, data_dir: str | Path
                 total = sum(sims[_key(cfg), seed] for cfg in models)  # (N_img, N_cap) an ensemble adds its models
                 metrics = recall_at_k(total)
                 family = family_accuracy(total, labels) if labels is not None else {}
+                if labels is not None:
+                    counts[question, name, seed] = {m: c for m, c in family_counts(total, labels).items()
+                                                    if m in FAMILY_METRICS}
                 family = {**{m: family[m] for m in FAMILY_METRICS if m in family}, **summary_metrics(family)}
                 rows.append({"question": question, "variant": name, "seed": seed, "models": len(models),
                              "levels": len(models[0].levels), "direction": "+".join(c.direction for c in models),
@@ -175,23 +191,15 @@ def run_ablation(variants: Grid, train_config: TrainConfig, data_dir: str | Path
                              "failed": _failed(metrics["rsum"], total.shape[0])})
     table = pd.DataFrame(rows)
     table.attrs.update(trained=len(todo) - cached, cached=cached)
+    if counts:
+        table.attrs["family_counts"] = counts
     return table
 
 
 def summary_metrics(family: Mapping[str, float]) -> dict[str, float]:
     """``SUMMARY_METRICS`` from one run's ``family_accuracy``: means over both directions (empty without families)."""
-    def mean(keys):
-        return sum(family[k] for k in keys) / len(keys)
-
-    if "family_i2t" not in family:
-        return {}
-    out = {"family_mean": mean(["family_i2t", "family_t2i"])}
-    if "family_i2t_role" in family:
-        out["family_role"] = mean(["family_i2t_role", "family_t2i_role"])
-    binding = [f"family_{d}_{k}" for k in BINDING_KINDS for d in ("i2t", "t2i")]
-    if all(k in family for k in binding):
-        out["family_binding"] = mean(binding)
-    return out
+    return {name: sum(family[k] for k in parts) / len(parts) for name, parts in SUMMARY_PARTS.items()
+            if all(k in family for k in parts)}
 
 
 def summarize(runs: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.DataFrame:
@@ -209,7 +217,8 @@ def summarize(runs: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.DataFr
     return table
 
 
-def contrasts(runs: pd.DataFrame, references: Mapping[str, str] | None = None, metric: str = "rsum") -> pd.DataFrame:
+def contrasts(runs: pd.DataFrame, references: Mapping[str, str] | None = None, metric: str = "rsum",
+              draws: int = TEST_DRAWS) -> pd.DataFrame:
     """Each variant of a question against that question's reference variant, on ``metric``, seed by seed.
 
     ``references``: {question: variant}; default, in each question the variant whose name ends
@@ -218,9 +227,12 @@ def contrasts(runs: pd.DataFrame, references: Mapping[str, str] | None = None, m
     Seeds are paired (the same seed trains every variant on the same batches), so the comparison
     is the per-seed difference d_s = variant_s - reference_s over the seeds both have, leaving out
     a seed where either run ``failed``. Columns: question, variant, reference, metric, mean (of the
-    variant over those seeds), difference (mean of d_s), se (standard error of that mean,
-    sd(d_s) / sqrt(pairs)), pairs, ratio (difference / se), and verdict: "higher" or "lower" when
-    |difference| > 2 se, else "within noise". With three pairs, 2 se is a loose bar, not a test.
+    variant over those seeds), difference (mean of d_s), se (the seeds' standard error of that mean,
+    sd(d_s) / sqrt(pairs)), se_test (the test set's: ``bootstrap_se``, a bootstrap over the test families,
+    NaN for a metric without families or a table without ``attrs["family_counts"]``), se_total
+    (sqrt(se^2 + se_test^2), or se alone), pairs, ratio (difference / se_total), and verdict: "higher"
+    or "lower" when |difference| > 2 se_total, else "within noise". With three pairs, 2 se is a loose
+    bar, not a test.
     """
     _check_columns(runs, ["question", "variant", "seed", metric])
     if references is None:
@@ -240,37 +252,74 @@ def contrasts(runs: pd.DataFrame, references: Mapping[str, str] | None = None, m
             values = values.set_index("seed")[metric]
             seeds = values.index.intersection(ref.index)
             d = values[seeds] - ref[seeds]  # (pairs,) per-seed differences
+            row = {"question": question, "variant": name, "reference": reference, "metric": metric}
             if len(d) == 0:
-                rows.append({"question": question, "variant": name, "reference": reference, "metric": metric,
-                             "mean": math.nan, "difference": math.nan, "se": math.nan, "pairs": 0,
-                             "ratio": math.nan, "verdict": "no pairs"})
+                rows.append({**row, "mean": math.nan, "difference": math.nan, "se": math.nan, "se_test": math.nan,
+                             "se_total": math.nan, "pairs": 0, "ratio": math.nan, "verdict": "no pairs"})
                 continue
             diff = float(d.mean())
             se = math.sqrt(_var(d) / len(d))
-            if se > 0:
-                ratio = diff / se
+            se_test = bootstrap_se(runs, question, name, reference, list(seeds), metric, draws)
+            se_total = math.hypot(se, se_test) if math.isfinite(se_test) else se
+            if se_total > 0:
+                ratio = diff / se_total
             else:  # no spread measured (one pair, or identical differences): any difference counts
                 ratio = math.copysign(math.inf, diff) if diff else 0.0
             verdict = "within noise" if abs(ratio) <= 2 else ("higher" if diff > 0 else "lower")
-            rows.append({"question": question, "variant": name, "reference": reference, "metric": metric,
-                         "mean": float(values[seeds].mean()), "difference": diff, "se": se, "pairs": len(d),
-                         "ratio": ratio, "verdict": verdict})
+            rows.append({**row, "mean": float(values[seeds].mean()), "difference": diff, "se": se, "se_test": se_test,
+                         "se_total": se_total, "pairs": len(d), "ratio": ratio, "verdict": verdict})
     return pd.DataFrame(rows)
+
+
+def bootstrap_se(runs: pd.DataFrame, question: str, variant: str, reference: str, seeds: Sequence[int], metric: str,
+            draws: int = TEST_DRAWS, seed: int = 0) -> float:
+    """The test set's standard error of "variant minus reference" (mean over ``seeds``), in points.
+
+    A bootstrap over the test families: each draw resamples the F families with replacement, the same
+    families for both variants and every seed (the comparison is paired on the test set too), recomputes
+    ``metric`` from ``runs.attrs["family_counts"]`` (the mean of its parts, ``SUMMARY_PARTS``, each
+    100 * hits / queries), and the standard deviation of the difference over the draws is the answer.
+    NaN when the runs keep no family counts for this metric.
+    """
+    counts = runs.attrs.get("family_counts")
+    parts = SUMMARY_PARTS.get(metric, (metric,))
+    try:
+        a, b = ([torch.stack([torch.stack([counts[question, name, s][p] for p in parts]) for s in seeds])
+                 for name in (variant, reference)])  # (S, M, F, 2) each: seeds x parts x families x (hits, queries)
+    except (KeyError, TypeError, RuntimeError):  # no counts, or not for this metric
+        return math.nan
+    weights = family_draws(a.shape[2], draws, seed)  # (D, F) how often each family is drawn
+
+    def metric_of(x):  # (S, M, F, 2) -> (D, S): the metric in each draw and seed
+        hits, queries = (torch.einsum("df,smf->dsm", weights, x[..., i].double()) for i in (0, 1))
+        return (100 * hits / queries).mean(-1)
+
+    diff = (metric_of(a) - metric_of(b)).mean(-1)  # (D,) seed-averaged difference per draw
+    return float(diff.std()) if torch.isfinite(diff).all() else math.nan
+
+
+def family_draws(n_families: int, draws: int = TEST_DRAWS, seed: int = 0) -> torch.Tensor:
+    """Bootstrap weights (D, F): how often each of F families is drawn in each of D resamples of size F."""
+    picks = torch.randint(n_families, (draws, n_families), generator=torch.Generator().manual_seed(seed))  # (D, F)
+    return torch.zeros(draws, n_families, dtype=torch.float64).scatter_add_(1, picks, torch.ones_like(picks, dtype=torch.float64))
 
 
 def describe(contrast: Mapping) -> str:
     """One row of ``contrasts`` as a sentence (Markdown): how far the variant is from the reference,
-    in points and in standard errors."""
+    in points and in standard errors (the seeds', the test set's, and both together)."""
     diff, se, label = contrast["difference"], contrast["se"], metric_label(contrast["metric"])
     if contrast["verdict"] == "no pairs":
         return f"**{contrast['variant']}**: no seed where both it and **{contrast['reference']}** trained (failed runs)"
+    se_total, se_test = contrast.get("se_total", se), contrast.get("se_test", math.nan)
     where = f"{abs(diff):.1f} points {'above' if diff > 0 else 'below'}" if diff else "level with"
     if contrast["verdict"] == "within noise":
-        judged = f"within noise: |difference| <= 2 se = {2 * se:.1f}"
+        judged = f"within noise: |difference| <= 2 se = {2 * se_total:.1f}"
     else:
         judged = f"beyond noise: {abs(contrast['ratio']):.1f} se"
+    spread = (f"se {se_total:.1f}: {se:.1f} over seeds, {se_test:.1f} over test families" if math.isfinite(se_test)
+              else f"se of the paired difference {se:.1f}")
     return (f"**{contrast['variant']}**: {label} {contrast['mean']:.1f}, {where} **{contrast['reference']}** "
-            f"(se of the paired difference {se:.1f}; {judged})")
+            f"({spread}; {judged})")
 
 
 def _test_sims(cfg: HATConfig, train_config: TrainConfig, data_dir: str | Path, test,
