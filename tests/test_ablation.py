@@ -1,4 +1,5 @@
 """Ablations: the grid, the assembly of runs into rows (ensembles are sums), mean / sd, contrasts, caching."""
+import copy
 import math
 
 import pandas as pd
@@ -113,6 +114,9 @@ def test_run_ablation_trains_once_and_then_reads_the_cache(data, tmp_path, monke
     again = run_ablation(grid, TWO_STEPS, data, seeds=(0, 1), cache_dir=cache, progress=False)
     pd.testing.assert_frame_equal(again, runs)
     assert [(t.attrs["trained"], t.attrs["cached"]) for t in (runs, again)] == [(4, 0), (0, 4)]
+    # pandas compares and copies attrs when tables are combined or reshaped (the notebook's plots do both)
+    assert len(pd.concat([runs, again])) == 2 * len(runs) and len(runs.melt(id_vars=["variant"])) > 0
+    assert copy.deepcopy(runs).attrs["family_counts"] is runs.attrs["family_counts"]
     # the per-family counts kept for the test-set standard error add up to each row's family metrics
     for row in runs.itertuples():
         counts = runs.attrs["family_counts"][row.question, row.variant, row.seed]

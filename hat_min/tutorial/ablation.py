@@ -102,6 +102,21 @@ ABLATION_TRAIN = TrainConfig(
     workers=0)
 
 
+class FamilyCounts(dict):
+    """``run_ablation``'s ``attrs["family_counts"]``: {(question, variant, seed): {metric: (F, 2) tensor}}.
+
+    pandas compares and deep-copies a table's attrs on many operations (concat, melt, plotting); tensors
+    cannot be compared with ``==``, so this dict compares by identity and is shared, not copied (treat it
+    as read-only).
+    """
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    def __deepcopy__(self, memo) -> "FamilyCounts":
+        return self
+
+
 def ablation_grid(base: HATConfig, lambdas: Sequence[float] = (1, 3, 9, 27)) -> dict[str, dict[str, Variant]]:
     """The three questions asked of ``base`` (HAT's own setting, named "... (HAT)" in every question):
 
@@ -192,7 +207,7 @@ def run_ablation(variants: Grid, train_config: TrainConfig, data_dir: str | Path
     table = pd.DataFrame(rows)
     table.attrs.update(trained=len(todo) - cached, cached=cached)
     if counts:
-        table.attrs["family_counts"] = counts
+        table.attrs["family_counts"] = FamilyCounts(counts)
     return table
 
 
