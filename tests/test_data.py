@@ -225,3 +225,24 @@ def test_splits_without_families_fall_back_to_random_batches():
     assert pairs.families() is None
     loader = train_loader(ds, CFG, 4, workers=0, by_family=True)
     assert len(next(iter(loader))["image_ids"]) == 4 and not loader.batch_sampler.by_family
+
+
+def test_decoding_shows_a_progress_bar_only_when_asked_and_large(monkeypatch):
+    """train_or_load(progress=False) in a notebook must leave no "decoding images" bar, however large the split."""
+    import hat_min.training.data as data
+
+    seen = []
+
+    def recording_tqdm(iterable, **kwargs):
+        seen.append(kwargs["disable"])
+        return iterable
+
+    monkeypatch.setattr(data, "tqdm", recording_tqdm)
+    split = generate(n_train=4, n_val=4, n_test=4, progress=False)["train"]
+    cfg = HATConfig.preset("tiny")
+    TrainPairs(split, cfg, preload=True, progress=False)
+    TrainPairs(split, cfg, preload=True)
+    monkeypatch.setattr(data, "len", lambda _: 6000, raising=False)  # as if the split had 6,000 images
+    TrainPairs(split, cfg, preload=True, progress=False)
+    data._decode_all(split, cfg, progress=True)
+    assert seen == [True, True, True, False]

@@ -189,3 +189,14 @@ def test_grounding_of_a_tiny_model_end_to_end(tiny_model, scenes_split):
 def test_grounding_needs_scene_boxes(tiny_model, scenes_split):
     with pytest.raises(ValueError, match="scene"):
         word_records(tiny_model, scenes_split.remove_columns("scene"), n_pairs=2, progress=False)
+
+
+def test_view_boxes_follow_the_evaluation_resize_and_centre_crop():
+    from hat_min.tutorial.grounding import view_boxes
+
+    scene = _scene(("red", "star"), ("blue", "circle"), {"subject": [[0.0, 8.0, 32.0, 40.0]],
+                                                          "object": [[48.0, 60.0, 64.0, 64.0]]}, size=64)
+    assert view_boxes(scene, 64) == {"subject": [[0.0, 8.0, 32.0, 40.0]], "object": [[48.0, 60.0, 64.0, 64.0]]}
+    # 224 px seen as the paper does: Resize(256), CenterCrop(224): x4, 16 px cut on each side, clipped to the view
+    big = view_boxes(scene, 224, 256 / 224)
+    assert big["subject"] == [[0.0, 16.0, 112.0, 144.0]] and big["object"] == [[176.0, 224.0, 224.0, 224.0]]

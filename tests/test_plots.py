@@ -74,6 +74,18 @@ def test_ablation_bars_one_panel_per_question_with_error_bars():
         plots.ablation_bars(runs, metrics=("rsum_x",))
 
 
+def test_ablation_bars_zoom_onto_values_far_from_zero():
+    runs = _ablation_runs()
+    runs["family_binding"] = 90.0 + runs["seed"] + (runs["variant"] == runs["variant"].iloc[0]) * 2.0  # 90-94 %
+    fig = plots.ablation_bars(runs, metrics=("family_binding",), chance={"family_binding": 50.0})
+    bottom, top = fig.axes[0].get_ylim()
+    assert 85 < bottom < 90 and 94 < top < 97  # the 4-point differences fill the axis
+    assert "below the axis" in fig._suptitle.get_text()
+    fig = plots.ablation_bars(runs, metrics=("i2t_r1",))  # values from 0: the bars keep their base
+    assert fig.axes[0].get_ylim()[0] == 0.0
+    plt.close("all")
+
+
 def test_ablation_bars_draws_the_same_dots_every_time_and_leaves_numpys_generator_alone():
     def dots(fig):  # the seed dots' centres, panel by panel
         return [np.concatenate([c.get_offsets() for c in ax.collections]) for ax in fig.axes if ax.get_title()]
@@ -97,3 +109,61 @@ def test_ablation_sweep_plots_the_mean_over_seeds():
     means = [list(line.get_ydata()) for line in ax.lines if len(line.get_ydata()) == 3]
     assert means[0] == pytest.approx([1.0, 51.0, 101.0])
     assert ax.get_xscale() == "log" and "3 seeds" in ax.get_title()
+
+
+def test_heatmaps_scale_groups_share_one_colour_scale_and_one_bar():
+    levels = [torch.tensor([[0.0, 0.02], [0.01, 0.0]]), torch.tensor([[0.5, -0.3], [0.1, 0.2]]),
+              torch.tensor([[1.0, 0.0], [0.0, 0.9]])]
+    total = sum(levels)
+    fig = plots.heatmaps([*levels, total], ["0", "1", "2", "sum"], scale_groups=[0, 0, 0, 1])
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    clims = [ax.collections[0].get_clim() for ax in panels]
+    assert clims[0] == clims[1] == clims[2] == pytest.approx((-0.3, 1.0))  # the nearly flat level is not stretched
+    assert clims[3] == pytest.approx((float(total.min()), float(total.max())))
+    assert len(fig.axes) - len(panels) == 2  # one colour bar per group
+    fig = plots.heatmaps([torch.tensor([[1.0, -2.0]]), torch.tensor([[0.5, 0.0]])], ["a", "b"], center=0,
+                         scale_groups=["g", "g"])
+    clims = [ax.collections[0].get_clim() for ax in fig.axes if ax.get_title()]
+    assert clims[0] == clims[1] == pytest.approx((-2.0, 2.0))  # symmetric about the centre
+    fig = plots.heatmaps([torch.eye(2), 3 * torch.eye(2)], ["a", "b"])  # default: a scale per panel
+    assert [ax.collections[0].get_clim() for ax in fig.axes if ax.get_title()] == [(0.0, 1.0), (0.0, 3.0)]
+    with pytest.raises(ValueError, match="one per matrix"):
+        plots.heatmaps([torch.eye(2)], ["a"], scale_groups=[0, 0])
+    plt.close("all")
+
+
+def test_heatmap_outlines_of_neighbouring_cells_do_not_share_an_edge():
+    fig = plots.heatmaps([torch.eye(3)], ["m"], marks=[[(1, 1, "green"), (1, 2, "black"), (1, 1, "gold")]])
+    frames = [p for p in fig.axes[0].patches if isinstance(p, matplotlib.patches.Rectangle) and not p.get_fill()]
+    by_colour = {matplotlib.colors.to_hex(p.get_edgecolor()): p for p in frames}
+    green, black, gold = by_colour["#008000"], by_colour["#000000"], by_colour["#ffd700"]
+    assert green.get_x() + green.get_width() < black.get_x()  # a gap between the two frames
+    assert 1 < green.get_x() < gold.get_x() and gold.get_x() + gold.get_width() < green.get_x() + green.get_width()
+    plt.close("all")
+
+
+def test_outline_boxes_draws_each_box_on_every_picture_in_pixel_units():
+    fig, axes = plt.subplots(1, 2, layout="constrained")
+    image = np.zeros((64, 64, 3))
+    axes[0].imshow(image)  # pixel centres at 0..63: the picture spans -0.5..63.5
+    axes[1].imshow(image, extent=(0, 64, 64, 0))
+    plots.outline_boxes(fig, {"subject": [[8.0, 16.0, 24.0, 40.0]], "object": [[0.0, 0.0, 64.0, 64.0]]}, size=64,
+                        labels={"subject": "two red stars", "object": "a blue circle"})
+    for ax, shift in zip(axes, (-0.5, 0.0)):
+        colour = plots.BOX_COLOURS["subject"]
+        subject = next(p for p in ax.patches if matplotlib.colors.same_color(p.get_edgecolor(), colour))
+        assert (subject.get_x(), subject.get_y()) == pytest.approx((8 + shift, 16 + shift))
+        assert (subject.get_width(), subject.get_height()) == pytest.approx((16, 24))
+        assert len(ax.patches) == 2
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["two red stars", "a blue circle"]
+    plt.close("all")
+
+
+def test_anchor_table_sets_the_measured_data_beside_flickr30k():
+    table = plots.anchor_table({"train": 8, "val": 1, "test": 1}, [10, 12, 14], Counter("a b c a".split()),
+                               captions_per_image=5)
+    ours, published = table.iloc[:, 0], table["Flickr30K (published)"]
+    assert ours["images"] == "10" and ours["captions"] == "50" and ours["mean caption length (words)"] == "12"
+    assert ours["distinct words (vocabulary)"] == "3" and ours["split (train / val / test)"] == "8 / 1 / 1"
+    assert published["images"] == "31,783" and published["captions"] == f"{5 * 31_783:,}"
+    assert published["split (train / val / test)"] == "29,000 / 1,014 / 1,000"

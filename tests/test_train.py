@@ -96,6 +96,10 @@ def test_generalisation_splits_are_logged_at_every_validation_and_never_chosen_o
     train(MODEL, cfg, tmp_path / "three", tmp_path / "plain", progress=False)
     assert read_generalisation(tmp_path / "plain" / "metrics.jsonl") == []
     assert read_metrics(tmp_path / "plain" / "metrics.jsonl")[1] == vals
+    # log_generalisation=False (the notebook recipe): the splits are there, the log leaves them out
+    train(MODEL, cfg.replace(log_generalisation=False), data, tmp_path / "unlogged", progress=False)
+    assert read_generalisation(tmp_path / "unlogged" / "metrics.jsonl") == []
+    assert read_metrics(tmp_path / "unlogged" / "metrics.jsonl")[1] == vals
     for key, value in _weights(tmp_path / "run" / "best").items():
         torch.testing.assert_close(_weights(tmp_path / "plain" / "best")[key], value, msg=key)
 

@@ -37,6 +37,21 @@ def test_training_curves_read_the_metrics_log(tmp_path):
     assert list(fig.axes[2].lines[0].get_ydata()) == [42.0]
 
 
+def test_the_loss_is_one_line_per_objective_smoothed_within_it(tmp_path):
+    """InfoNCE and the hinge are not on one scale: a curriculum's loss is drawn as two lines, never one across."""
+    log = tmp_path / "metrics.jsonl"
+    records = [{"step": s, "loss": 50.0, "accuracy": 0.1, "objective": "infonce"} for s in range(1, 4)]
+    records += [{"step": s, "loss": 2.0, "accuracy": 0.5, "objective": "hardest"} for s in range(4, 7)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    loss = training_curves(log).axes[0]
+    lines = [line for line in loss.get_lines() if line.get_label() in ("infonce", "hardest")]
+    assert [line.get_label() for line in lines] == ["infonce", "hardest"]
+    assert list(lines[0].get_xdata()) == [1, 2, 3] and list(lines[1].get_xdata()) == [4, 5, 6]
+    assert list(lines[1].get_ydata()) == [2.0, 2.0, 2.0]  # the smoothing restarts: no trace of the 50s before
+    assert lines[0].get_color() != lines[1].get_color()
+    assert sorted(t.get_text() for t in loss.get_legend().get_texts()) == ["hardest", "infonce"]
+
+
 CPI = 5
 
 
@@ -153,8 +168,9 @@ def test_retrieval_figures_draw(split, scored):
     assert len(viz.retrieval_figure(split, sims, k=3).axes) == 4 * 4
     assert len(viz.image_to_text_figure(split, sims, [0, 5], k=3).axes) == 2 * 2
     assert len(viz.similarity_figure(sims, n_images=8).axes) == 2  # the matrix and its colour bar
-    for direction in ("t2i", "i2t"):
-        assert len(viz.failures_figure(split, sims, direction, n=2, k=2).axes) == 2 * 4
+    for direction, name in (("t2i", "text->image"), ("i2t", "image->text")):
+        fig = viz.failures_figure(split, sims, direction, n=2, k=2)
+        assert len(fig.axes) == 2 * 4 and f"worst {name} retrieval failures" in fig._suptitle.get_text()
     assert len(viz.text_query_figure(split, sims[:, 0], "a query", k=3, truth=0).axes) == 3
     with pytest.raises(ValueError, match="sims must be"):
         viz.image_to_text_figure(split, sims[:, :10])
@@ -162,14 +178,21 @@ def test_retrieval_figures_draw(split, scored):
 
 def test_attention_figure_draws_every_level(tiny_model, split, scored, tokenizer):
     encoded, _ = scored
-    fig = viz.attention_figure(split, encoded, tiny_model.config, image=1, caption=5, tokenizer=tokenizer, max_words=4)
     levels = len(tiny_model.config.levels)
+    fig = viz.attention_figure(split, encoded, tiny_model.config, image=1, caption=5, tokenizer=tokenizer, max_words=4,
+                               shared_scale=False)
     bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]  # one colour scale per level
     assert len(bars) == levels and len(fig.axes) == levels * 5 + levels
     assert all(bar.get_ylabel() == "weight" for bar in bars)
+    assert "regions attend to words (direction='i2t')" in fig._suptitle.get_text()  # tiny: the paper's direction
+    fig = viz.attention_figure(split, encoded, tiny_model.config, image=1, caption=5, tokenizer=tokenizer, max_words=4)
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]  # the default: one scale for every level
+    assert len(bars) == 1 and len(fig.axes) == levels * 5 + 1
+    overlays = [ax.images[1].get_clim() for ax in fig.axes if len(ax.images) == 2]  # (vmin, vmax) of each word panel
+    assert len(overlays) == levels * 4 and len(set(overlays)) == 1
     word = tokenizer.tokenize(split[1]["captions"][0])[0]
     fig = viz.attention_figure(split, encoded, tiny_model.config, 1, 5, tokenizer, words=[word])
-    assert len(fig.axes) == levels * 2 + levels
+    assert len(fig.axes) == levels * 2 + 1
     with pytest.raises(ValueError, match="not tokens"):
         viz.attention_figure(split, encoded, tiny_model.config, 1, 5, tokenizer, words=["zebra"])
 
@@ -247,3 +270,109 @@ def test_explorer_without_families_has_no_family_picker(tiny_model, split, score
     assert "family" not in ui and "member" not in ui
     ui["image id"].value = 5
     assert ui["image"].value == 5
+
+
+def _scene(subject_boxes, object_boxes, relation="above"):
+    group = {"count": 1, "size": "small", "texture": "plain", "shape": "circle"}
+    return {"relation": relation, "subject": {**group, "colour": "red"}, "object": {**group, "colour": "blue"},
+            "boxes": {"subject": subject_boxes, "object": object_boxes}}
+
+
+def test_relations_follow_the_generators_layout(split):
+    for s in split["scene"]:  # the generator lays every scene out so that its own relation holds
+        assert json.loads(s)["relation"] in viz.relations_between(s)
+    aligned = _scene([[10, 5, 20, 15], [30, 5, 40, 15]], [[15, 40, 25, 50]])  # red row above a blue one, overlapping in x
+    diagonal = _scene([[5, 5, 15, 15]], [[40, 40, 50, 50]])                   # red top left, blue bottom right
+    assert viz.relations_between(aligned) == {"above"} and not viz.is_diagonal(aligned)
+    assert viz.relations_between(diagonal) == {"above", "left of"} and viz.is_diagonal(diagonal)
+    assert viz.relations_between(diagonal, "object", "subject") == {"below", "right of"}
+
+
+def test_a_captions_relation_is_read_with_the_scenes_colours(split):
+    for s, captions in zip(split["scene"], split["captions"]):  # every own caption is true of its image
+        assert all(viz.caption_relation_holds(s, c) is True for c in captions)
+    diagonal = _scene([[5, 5, 15, 15]], [[40, 40, 50, 50]])
+    assert viz.caption_relation_holds(diagonal, "a small blue circle to the right of a small red circle") is True
+    assert viz.caption_relation_holds(diagonal, "a small blue circle above a small red circle") is False
+    assert viz.caption_relation_holds(diagonal, "a small green circle above a small red circle") is None
+    for s, captions in zip(split["scene"], split["captions"]):  # every own caption is true in every word
+        assert all(viz.caption_errors(s, c) == [] for c in captions)
+    assert all(viz.caption_errors(split[0]["scene"], c) for c in split[4]["captions"])  # another family: some error
+    assert viz.caption_errors(diagonal, "a small blue circle to the right of a small red circle") == []  # the other axis
+    assert viz.caption_errors(diagonal, "two large blue circles above a small red circle") == ["count", "size", "relation"]
+    assert viz.caption_errors(diagonal, "a small dotted blue star above a small red circle") == ["texture", "shape", "relation"]
+    assert viz.caption_errors(diagonal, "a small green circle above a small red circle") == ["colour"]
+
+
+def test_a_true_relation_of_the_other_axis_is_counted(split, monkeypatch):
+    diagonal = json.dumps(_scene([[5, 5, 15, 15]], [[40, 40, 50, 50]]))  # captions of it say "red above blue"
+    two = split.select([0, 1]).remove_columns("scene").add_column("scene", [diagonal, split[1]["scene"]])
+    sims = torch.zeros(2, 2 * CPI)
+    sims[0, 5] = sims[1, 5] = 1.0  # both images rank caption 5 (image 1's) first: image 0 misses
+    monkeypatch.setattr("hat_min.evaluation.data.eval_captions", lambda split, cpi: [
+        "a small red circle above a small blue circle"] * 5 + ["a small red circle to the left of a small blue circle"] * 5)
+    assert viz.miss_errors(two, sims, "i2t") == {"misses": 1, "nothing": 1, "other axis": 1}
+
+
+def test_diagonal_failures_count_like_a_loop(split):
+    g = torch.Generator().manual_seed(1)
+    sims = torch.rand(8, 8 * CPI, generator=g)
+    table = viz.diagonal_failures(split, sims, n_shown=2)
+    diagonal = [viz.is_diagonal(s) for s in split["scene"]]
+    i2t_miss = [i for i in range(8) if int(sims[i].argmax()) // CPI != i]
+    t2i_miss = [j // CPI for j in range(8 * CPI) if int(sims[:, j].argmax()) != j // CPI]
+    for name, images in (("all test images", range(8)), ("image->text R@1 misses", i2t_miss),
+                         ("text->image R@1 misses (true images)", t2i_miss)):
+        assert table.loc[name, "images"] == len(images)
+        assert table.loc[name, "diagonal"] == sum(diagonal[i] for i in images)
+    assert table.loc["worst 2 image->text (shown)", "images"] == 2
+
+
+@pytest.mark.parametrize("direction", ["i2t", "t2i"])
+def test_miss_errors_tally_the_misses_like_a_loop(split, direction):
+    g = torch.Generator().manual_seed(1)
+    sims = torch.rand(8, 8 * CPI, generator=g)
+    sims[0, 0] = sims[1, 7] = 2.0  # image 0 and caption 0 hits; image 1 and caption 7 misses
+    got = viz.miss_errors(split, sims, direction)
+    caption = lambda j: split[j // CPI]["captions"][j % CPI]  # noqa: E731
+    if direction == "i2t":
+        pairs = [(i, int(sims[i].argmax())) for i in range(8)]
+    else:
+        pairs = [(int(sims[:, j].argmax()), j) for j in range(8 * CPI)]
+    errors = [viz.caption_errors(split[i]["scene"], caption(j)) for i, j in pairs if j // CPI != i]
+    assert got["misses"] == len(errors) and 1 <= len(errors) < len(pairs)
+    assert got["nothing"] == sum(not e for e in errors)
+    assert {k: v for k, v in got.items() if k not in ("misses", "nothing", "other axis")} == {
+        k: sum(k in e for e in errors) for k in {k for e in errors for k in e}}
+    assert list(got.values())[3:] == sorted(list(got.values())[3:], reverse=True)  # most frequent first
+    assert 0 <= got["other axis"] <= got["misses"] - sum("relation" in e or "colour" in e for e in errors)
+    with pytest.raises(ValueError, match="direction"):
+        viz.miss_errors(split, sims, "both")
+
+
+def test_neighbour_label_accuracy_sees_clusters_and_not_noise():
+    g = torch.Generator().manual_seed(0)
+    labels = ["a"] * 100 + ["b"] * 100
+    apart = torch.cat([torch.randn(100, 2, generator=g), torch.randn(100, 2, generator=g) + 10])  # (200, 2)
+    accuracy, chance = viz.neighbour_label_accuracy(apart, labels, k=5)
+    assert accuracy == 100.0 and 30 < chance < 70
+    mixed = torch.randn(200, 2, generator=g)
+    assert 30 < viz.neighbour_label_accuracy(mixed, labels, k=5)[0] < 70
+    # five copies of each point share its label: clustered, unless the copies (one group) are left out
+    copies = mixed.repeat_interleave(5, 0) + 1e-3 * torch.randn(1000, 2, generator=g)
+    tags = [label for label in labels for _ in range(5)]
+    assert viz.neighbour_label_accuracy(copies, tags, k=3)[0] > 95
+    assert 30 < viz.neighbour_label_accuracy(copies, tags, groups=[i // 5 for i in range(1000)], k=3)[0] < 70
+    with pytest.raises(ValueError, match="labels"):
+        viz.neighbour_label_accuracy(mixed, labels[:10])
+
+
+def test_the_levels_alone_add_up_to_the_score(tiny_model, scored):
+    from hat_min.evaluation.protocols import similarity
+
+    encoded, sims = scored
+    alone = [viz.level_similarity(tiny_model.config, encoded, level, progress=False, device="cpu")
+             for level in range(len(tiny_model.config.levels))]
+    torch.testing.assert_close(sum(alone), similarity(tiny_model, encoded, progress=False, device="cpu"),
+                               atol=1e-4, rtol=1e-4)
+    assert all(a.shape == sims.shape for a in alone)

@@ -100,3 +100,35 @@ def metric_label(name: str) -> str:
         parts = name.split("_")[1:]
         return f"within-family {parts[0]}" + (f" ({parts[1]})" if len(parts) > 1 else "")
     return "rSum" if name == "rsum" else name.replace("_r", " R@")
+
+
+def read_markdown_tables(text: str) -> dict[str, list[dict[str, str]]]:
+    """The pipe tables of a Markdown text, each under the last heading before it: {heading: [{column: cell}]}.
+
+    A heading is the text of a ``#`` line without its hashes; a second table under one heading gets
+    " (2)" appended. Used to show measured results (benchmarks/README.md) in the notebooks.
+    """
+    tables: dict[str, list[dict[str, str]]] = {}
+    heading, header, rows = "", None, None
+    for line in [*text.splitlines(), ""]:
+        stripped = line.strip()
+        if stripped.startswith("|"):
+            cells = [c.strip() for c in stripped.strip("|").split("|")]
+            if header is None:
+                header, rows = cells, []
+            elif not all(set(c) <= set("-: ") for c in cells):  # skip the |---| line
+                rows.append(dict(zip(header, cells)))
+            continue
+        if header is not None:  # the table ended
+            name = heading if heading not in tables else f"{heading} ({sum(k.startswith(heading) for k in tables) + 1})"
+            tables[name] = rows
+            header, rows = None, None
+        if stripped.startswith("#"):
+            heading = stripped.lstrip("#").strip()
+    return tables
+
+
+def mean_of_cell(cell: str) -> float:
+    """A table cell "i2t / t2i" (or one number) as the mean of its numbers: "99.5 / 99.7" -> 99.6."""
+    numbers = [float(part) for part in cell.split("/")]
+    return sum(numbers) / len(numbers)

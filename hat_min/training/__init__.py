@@ -16,7 +16,7 @@ often it is minimised. It uses ``hat_min.evaluation`` to validate, never the rev
 """
 from .recipe import DEFAULT_TRAIN_PRESET, TRAIN_PRESETS, TrainConfig
 from .runlog import read_generalisation, read_metrics
-from .loop import NonFiniteLossError, train, train_or_load
+from .loop import NonFiniteLossError, cached_run_dir, train, train_or_load
 
 __all__ = ["DEFAULT_TRAIN_PRESET", "TRAIN_PRESETS", "TrainConfig", "read_generalisation", "read_metrics",
-           "NonFiniteLossError", "train", "train_or_load"]
+           "NonFiniteLossError", "cached_run_dir", "train", "train_or_load"]

@@ -37,7 +37,7 @@ class TrainPairs(Dataset):
     into a uint8 tensor when they fit in ``PRELOAD_BYTES``: an item is then an index and a flip.
     """
 
-    def __init__(self, split, config: HATConfig, preload: bool | None = None):
+    def __init__(self, split, config: HATConfig, preload: bool | None = None, progress: bool = True):
         self.split, self.hflip, self.swap_words = split, config.train_hflip, config.hflip_swaps_left_right
         self.transform = image_transform(config, train=True)
         self.normalize = T.Normalize(config.image_mean, config.image_std)
@@ -50,7 +50,7 @@ class TrainPairs(Dataset):
             preload = no_crop and len(split) * 3 * config.image_size**2 <= PRELOAD_BYTES
         if preload and not no_crop:
             raise ValueError("preloading decodes each image once, which rules out random crops (train_crop_scale)")
-        self.pixels = _decode_all(split, config) if preload else None  # (N_img, 3, S, S) uint8
+        self.pixels = _decode_all(split, config, progress) if preload else None  # (N_img, 3, S, S) uint8
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -88,12 +88,13 @@ class TrainPairs(Dataset):
         return image, flip_caption(caption) if flip and self.swap_words else caption, self.image_ids[row]
 
 
-def _decode_all(split, config: HATConfig) -> torch.Tensor:
-    """Every image of ``split`` resized and centre-cropped as for evaluation: (N_img, 3, S, S) uint8."""
+def _decode_all(split, config: HATConfig, progress: bool = True) -> torch.Tensor:
+    """Every image of ``split`` resized and centre-cropped as for evaluation: (N_img, 3, S, S) uint8 (a progress
+    bar from 5,000 images on, unless ``progress`` is False)."""
     size = config.image_size
     to_pixels = T.Compose([T.Resize(round(size * config.eval_resize_ratio)), T.CenterCrop(size), T.PILToTensor()])
     pixels = torch.empty(len(split), 3, size, size, dtype=torch.uint8)
-    for i, item in enumerate(tqdm(split, desc="decoding images", unit="img", disable=len(split) < 5000)):
+    for i, item in enumerate(tqdm(split, desc="decoding images", unit="img", disable=not progress or len(split) < 5000)):
         pixels[i] = to_pixels(to_rgb(item["image"]))
     return pixels
 

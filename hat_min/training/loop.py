@@ -96,7 +96,8 @@ def train(
 def _train(model_config: HATConfig, train_config: TrainConfig, data_dir, out_dir: Path, resume: bool | str,
            device: str | None, progress: bool, on_step, overwrite: bool) -> tuple[HAT, dict[str, Any]]:
     """``train`` in its locked folder."""
-    run, splits, pairs, tokenizer = _start(model_config, train_config, data_dir, out_dir, resume, device, overwrite)
+    run, splits, pairs, tokenizer = _start(model_config, train_config, data_dir, out_dir, resume, device, overwrite,
+                                           progress)
     while run.state.step < run.total_steps and not run.out_of_time():
         epoch, done_in_epoch = divmod(run.state.step, run.steps_per_epoch)
         _set_backbones_trainable(run.model, epoch >= run.cfg.freeze_backbone_epochs,
@@ -133,9 +134,15 @@ def train_or_load(
     ``on_step`` is passed to ``train`` (it is never called when the cached run is complete). Loading a
     complete run writes nothing into its folder (its ``metrics.jsonl`` keeps its bytes and time).
     """
-    key = json.dumps([model_config.to_dict(), train_config.to_dict(), str(Path(data_dir).resolve())], sort_keys=True)
-    out_dir = Path(cache_dir) / f"{model_config.name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    out_dir = cached_run_dir(model_config, train_config, data_dir, cache_dir)
     return train(model_config, train_config, data_dir, out_dir, resume="auto", progress=progress, on_step=on_step)
+
+
+def cached_run_dir(model_config: HATConfig, train_config: TrainConfig, data_dir: str | Path,
+                   cache_dir: str | Path = "runs/cache") -> Path:
+    """The folder ``train_or_load`` trains this exact recipe into (its ``best/`` is there once it validated)."""
+    key = json.dumps([model_config.to_dict(), train_config.to_dict(), str(Path(data_dir).resolve())], sort_keys=True)
+    return Path(cache_dir) / f"{model_config.name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
 @dataclass
@@ -182,7 +189,7 @@ class _Run:
 
 
 def _start(model_config: HATConfig, cfg: TrainConfig, data_dir, out_dir: Path, resume: bool | str,
-           device: str | None, overwrite: bool = False):
+           device: str | None, overwrite: bool = False, progress: bool = True):
     """Build data, model, optimiser, schedule and log; restore them from ``out_dir/last`` when resuming."""
     rank, world = dist.setup()
     last, earlier = check_run_folder(out_dir, resume, overwrite)  # refuses before anything is built or changed
@@ -191,7 +198,7 @@ def _start(model_config: HATConfig, cfg: TrainConfig, data_dir, out_dir: Path, r
     splits = load_splits(data_dir)
     check_for_training(splits, cfg)  # missing splits, blank captions, too few val captions: before any step
     model = HAT(model_config).to(dev)
-    pairs = TrainPairs(splits["train"], model_config)  # built once: it may decode every image up front
+    pairs = TrainPairs(splits["train"], model_config, progress=progress)  # built once: may decode every image up front
     steps_per_epoch = len(pairs) // cfg.batch_size  # >= 1: check_for_training refused fewer pairs than a batch
     optimizer = _optimizer(model, cfg)
     scheduler = _scheduler(optimizer, cfg, steps_per_epoch)
@@ -205,7 +212,8 @@ def _start(model_config: HATConfig, cfg: TrainConfig, data_dir, out_dir: Path, r
     total = cfg.total_steps(steps_per_epoch)
     run = _Run(model, optimizer, scheduler, scaler, cfg, state, log, out_dir, dev, rank, world, steps_per_epoch, total,
                data=data, earlier=earlier, checkpoint_step=state.step if last is not None else None,
-               report={name: first_images(splits[name], cfg.val_images) for name in GENERALISATION_SPLITS if name in splits})
+               report={name: first_images(splits[name], cfg.val_images) for name in GENERALISATION_SPLITS
+                       if name in splits and cfg.log_generalisation})
     return run, splits, pairs, load_tokenizer(model_config)
 
 

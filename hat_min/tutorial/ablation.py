@@ -331,8 +331,12 @@ def describe(contrast: Mapping) -> str:
         judged = f"within noise: |difference| <= 2 se = {2 * se_total:.1f}"
     else:
         judged = f"beyond noise: {abs(contrast['ratio']):.1f} se"
-    spread = (f"se {se_total:.1f}: {se:.1f} over seeds, {se_test:.1f} over test families" if math.isfinite(se_test)
-              else f"se of the paired difference {se:.1f}")
+    if contrast.get("pairs") == 1 and math.isfinite(se_test):  # one model (a knock-out): no seeds to spread over
+        spread = f"se {se_test:.1f} over test families; one trained model, so no spread over seeds"
+    elif math.isfinite(se_test):
+        spread = f"se {se_total:.1f}: {se:.1f} over seeds, {se_test:.1f} over test families"
+    else:
+        spread = f"se of the paired difference {se:.1f}"
     return (f"**{contrast['variant']}**: {label} {contrast['mean']:.1f}, {where} **{contrast['reference']}** "
             f"({spread}; {judged})")
 

@@ -26,8 +26,14 @@ def training_curves(metrics_path: str | Path, total_steps: int | None = None):
 def _draw_curves(axes, steps: list[dict], validations: list[dict], total_steps: int | None = None) -> None:
     """The three panels of ``training_curves`` on ``axes``; the x axes span ``total_steps`` when given."""
     x = [r["step"] for r in steps]
-    axes[0].plot(x, _smooth([r["loss"] for r in steps]))
-    axes[0].set(title="training loss (smoothed)", xlabel="step", ylabel="loss (summed over the batch)")
+    colours = {}
+    for objective, part in _segments(steps):  # each objective its own line: their losses are not on one scale
+        colour = colours.setdefault(objective, f"C{len(colours)}")
+        axes[0].plot([r["step"] for r in part], _smooth([r["loss"] for r in part]), color=colour, label=objective)
+    if colours:
+        handles = {line.get_label(): line for line in axes[0].get_lines()}  # one legend entry per objective
+        axes[0].legend(handles.values(), handles.keys(), fontsize=8, title="objective", title_fontsize=8)
+    axes[0].set(title="training loss (smoothed per objective)", xlabel="step", ylabel="loss (summed over the batch)")
     axes[1].plot(x, _smooth([r["accuracy"] for r in steps]))
     axes[1].set(title="in-batch accuracy (smoothed)", xlabel="step", ylabel="share ranked first")
     for prev, rec in zip(steps, steps[1:]):  # the curriculum's switch of objective
@@ -115,6 +121,17 @@ class LivePlot:
             self._handle = display(fig, display_id=True)
         else:
             self._handle.update(fig)
+
+
+def _segments(steps: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Consecutive records with the same ``objective`` (the curriculum's phases), in order."""
+    parts: list[tuple[str, list[dict]]] = []
+    for record in steps:
+        objective = str(record.get("objective", "loss"))
+        if not parts or parts[-1][0] != objective:
+            parts.append((objective, []))
+        parts[-1][1].append(record)
+    return parts
 
 
 def _smooth(values: list[float], weight: float = 0.9) -> list[float]:

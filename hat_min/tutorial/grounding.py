@@ -28,6 +28,7 @@ the word-to-region attention of ``hat_min.tutorial.attention`` can be scored aga
     table = grounding(model, splits["test"])                    # 200 seeded true pairs
     table = grounding(model, splits["test"], pairs=[(0, 0), (0, 5)])   # (image row, caption j)
     print(table.round(1).to_string(index=False))
+    boxes = view_boxes(scene, cfg.image_size, cfg.eval_resize_ratio)   # a scene's boxes as the model sees it
 
 Caption j is the k-th caption of image j // 5 (``data.eval_captions``), so the true pairs are
 (i, 5 i + k). Columns of the table: level, grid (cells per side), direction, kind (colour,
@@ -117,6 +118,19 @@ def box_mask(boxes: Sequence[Sequence[float]], image_size: int) -> Tensor:
         inside_x = (centres >= x0) & (centres < x1)
         mask |= inside_y[:, None] & inside_x[None, :]
     return mask
+
+
+def view_boxes(scene: dict, image_size: int, eval_resize_ratio: float = 1.0) -> dict[str, list[list[float]]]:
+    """The scene's boxes {group: [[x0, y0, x1, y1], ...]} in pixels of the image the model sees at evaluation:
+    resized to ``round(image_size * eval_resize_ratio)``, centre-cropped to ``image_size`` (clipped to it)."""
+    resized = round(image_size * eval_resize_ratio)
+    scale = resized / scene["image_size"]
+    offset = int(round((resized - image_size) / 2.0))  # torchvision's CenterCrop
+
+    def seen(v: float) -> float:
+        return min(max(v * scale - offset, 0.0), float(image_size))
+
+    return {group: [[seen(v) for v in box] for box in scene["boxes"][group]] for group in GROUPS}
 
 
 def cell_coverage(mask: Tensor, side: int, view: float = 1.0) -> Tensor:

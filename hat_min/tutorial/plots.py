@@ -7,6 +7,9 @@ matplotlib Figure; showing or saving it is the caller's business.
     notebook_style()                                         # dpi 80, legible fonts
     fig = image_captions(split, rows=[0, 1, 2])              # each image beside its captions
     fig = heatmaps([sims_i2t, sims_t2i], ["i2t", "t2i"])     # matrices side by side
+    fig = heatmaps([*levels, total], titles, scale_groups=[0, 0, 0, 1])  # the levels on one colour scale
+    outline_boxes(fig, boxes, size=64)                       # a scene's object boxes on every picture
+    table = anchor_table(splits, lengths["words"], vocab)    # notebook 01: generated data beside Flickr30K
     fig = ablation_bars(runs)                                # notebook 04: variants x seeds, mean and sd
 """
 from __future__ import annotations
@@ -27,6 +30,8 @@ from data_prep import to_rgb
 from ..evaluation.tables import metric_label
 
 MAX_TICK_LABELS = 40  # above this many rows / columns a heat map drops its tick labels
+MARK_INSET = 0.08  # a heat map's outline sits this far (in cells) inside its cell: neighbours' frames stay apart
+BOX_COLOURS = {"subject": "deepskyblue", "object": "limegreen"}  # outline_boxes: a colour per group of a scene
 
 
 def notebook_style(dpi: int = 80) -> None:
@@ -117,26 +122,40 @@ def heatmaps(matrices: Sequence, titles: Sequence[str], xlabel: str = "", ylabel
              xticklabels: Sequence[str] | None = None, yticklabels: Sequence[str] | None = None,
              marks: Sequence[Sequence[tuple[int, int, str]]] | None = None, annotate: bool | None = None,
              cmap: str = "viridis", center: float | None = None, suptitle: str = "",
-             panel_size: tuple[float, float] = (3.6, 3.2)):
+             panel_size: tuple[float, float] = (3.6, 3.2), scale_groups: Sequence | None = None):
     """Matrices side by side as heat maps; ``marks`` outlines cells per panel as (row, col, colour).
 
     ``center``: the value at the middle of a diverging ``cmap`` (0 for gradients), else None.
+    ``scale_groups``: None, every panel its own colour scale and bar; else one label per panel, and the
+    panels with the same label share one colour scale and one colour bar (``[0, 0, 0, 1]``: three
+    levels on one scale, their sum on another), so that equal colours mean equal values among them.
+    Outlines sit inside their cell, so that the frames of neighbouring cells never share an edge.
     """
     n = len(matrices)
+    groups = list(range(n)) if scale_groups is None else list(scale_groups)
+    if len(groups) != n:
+        raise ValueError(f"scale_groups has {len(groups)} labels for {n} matrices: one per matrix")
+    arrays = [m.detach().float().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m, dtype=float)
+              for m in matrices]
+    limits = {g: _colour_limits([a for a, h in zip(arrays, groups) if h == g], center) for g in groups}
     fig, axes = plt.subplots(1, n, figsize=(panel_size[0] * n, panel_size[1]), squeeze=False, layout="constrained")
-    for k, (ax, m) in enumerate(zip(axes[0], matrices)):
-        m = m.detach().float().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m)
+    for k, (ax, m) in enumerate(zip(axes[0], arrays)):
         small = max(m.shape) <= 8
-        sns.heatmap(m, ax=ax, cmap=cmap, center=center, square=small, annot=small if annotate is None else annotate,
-                    fmt=".2f", annot_kws={"fontsize": 8}, cbar_kws={"shrink": 0.8},
+        last_of_group = groups[k] not in groups[k + 1:]  # one colour bar per group, beside its last panel
+        vmin, vmax = limits[groups[k]]
+        sns.heatmap(m, ax=ax, cmap=cmap, center=center, vmin=vmin, vmax=vmax, square=small,
+                    annot=small if annotate is None else annotate, fmt=".2f", annot_kws={"fontsize": 8},
+                    cbar=last_of_group, cbar_kws={"shrink": 0.8},
                     xticklabels=_ticks(xticklabels, m.shape[1]), yticklabels=_ticks(yticklabels, m.shape[0]))
         ax.tick_params(labelsize=8)
         ax.tick_params(axis="y", labelrotation=0)
         if xticklabels is not None and m.shape[1] <= MAX_TICK_LABELS:
             plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
+        elif m.shape[1] > 10:  # numbered columns: upright numbers would run into each other in a narrow panel
+            plt.setp(ax.get_xticklabels(), rotation=90)
         seen: Counter = Counter()  # a cell marked twice gets its second frame inside the first
         for row, col, colour in (marks[k] if marks else ()):
-            inset = 0.1 * seen[row, col]
+            inset = MARK_INSET + 0.12 * seen[row, col]
             seen[row, col] += 1
             ax.add_patch(plt.Rectangle((col + inset, row + inset), 1 - 2 * inset, 1 - 2 * inset, fill=False,
                                        edgecolor=colour, linewidth=2.5))
@@ -144,6 +163,63 @@ def heatmaps(matrices: Sequence, titles: Sequence[str], xlabel: str = "", ylabel
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
     return fig
+
+
+def outline_boxes(fig, boxes: Mapping[str, Sequence[Sequence[float]]], size: int,
+                  colours: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None):
+    """Outline ``boxes`` ({group: [[x0, y0, x1, y1], ...]}, pixels of a ``size`` x ``size`` image) on every
+    picture of ``fig`` (each axes holding an image, e.g. ``viz.attention_figure``'s panels), with a legend."""
+    from matplotlib.patches import Patch
+
+    colours = dict(BOX_COLOURS, **(colours or {}))
+    pictures = [ax for ax in fig.axes if ax.images]
+    for ax in pictures:
+        left, right, bottom, top = ax.images[0].get_extent()  # the first image spans the whole picture
+        sx, sy = (right - left) / size, (bottom - top) / size  # data units per pixel (y grows downwards)
+        for group, group_boxes in boxes.items():
+            for x0, y0, x1, y1 in group_boxes:
+                ax.add_patch(plt.Rectangle((left + x0 * sx, top + y0 * sy), (x1 - x0) * sx, (y1 - y0) * sy,
+                                           fill=False, edgecolor=colours[group], linewidth=1.2))
+    handles = [Patch(facecolor="none", edgecolor=colours[g], label=(labels or {}).get(g, g)) for g in boxes]
+    constrained = type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"  # room outside the panels
+    fig.legend(handles=handles, loc="outside lower center" if constrained else "lower center", ncol=len(handles),
+               fontsize=8, frameon=False)
+    return fig
+
+
+# Flickr30K as published (not measured here): Young et al. 2014 (TACL, "From image descriptions to visual
+# denotations") for the images and captions, Karpathy & Fei-Fei 2015 for the split (docs/method.md, section 7).
+FLICKR30K = {"images": 31_783, "captions": 158_915, "captions per image": 5,
+             "split (train / val / test)": "29,000 / 1,014 / 1,000",
+             # mean caption length: about 12.3 words (as quoted for Flickr30K, Young et al. 2014 / Plummer et al. 2015)
+             "mean caption length (words)": 12.3}
+
+
+def anchor_table(splits: Mapping[str, int], words_per_caption: Sequence[int], vocabulary: Counter,
+                 captions_per_image: float, name: str = "this notebook's data (measured)"):
+    """The data a notebook measured beside Flickr30K's published statistics (``FLICKR30K``), one row per quantity.
+
+    ``splits``: images per split (train, val, test); ``words_per_caption`` and ``vocabulary`` (word counts) of
+    the captions measured. Flickr30K's vocabulary is left empty: no published figure is quoted here.
+    """
+    import pandas as pd
+
+    n_images = sum(splits.values())
+    ours = {"images": n_images, "captions": round(n_images * captions_per_image),
+            "captions per image": round(captions_per_image, 2),
+            "split (train / val / test)": " / ".join(f"{splits.get(k, 0):,}" for k in ("train", "val", "test")),
+            "mean caption length (words)": round(float(np.mean(words_per_caption)), 1),
+            "distinct words (vocabulary)": len(vocabulary)}
+    published = {**FLICKR30K, "distinct words (vocabulary)": "not quoted"}
+    return pd.DataFrame({name: {k: _shown(v) for k, v in ours.items()},
+                         "Flickr30K (published)": {k: _shown(v) for k, v in published.items()}})
+
+
+def _shown(value) -> str:
+    """A table entry as text: integers with thousands separators, floats without trailing zeros."""
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def lambda_sweep(lambdas: Sequence[float], entropy: Sequence[float], scores: Sequence[float],
@@ -161,6 +237,16 @@ def lambda_sweep(lambdas: Sequence[float], entropy: Sequence[float], scores: Seq
     ax_s.set(title="score of the pair S(I, T)", xlabel="lambda", ylabel="mean cosine", xscale="log")
     fig.tight_layout()
     return fig
+
+
+def _colour_limits(arrays: Sequence[np.ndarray], center: float | None) -> tuple[float, float]:
+    """(vmin, vmax) over all ``arrays``; symmetric about ``center`` when one is given."""
+    low = min(float(np.nanmin(a)) for a in arrays)
+    high = max(float(np.nanmax(a)) for a in arrays)
+    if center is None:
+        return low, high
+    half = max(high - center, center - low) or 1.0
+    return center - half, center + half
 
 
 def _ticks(labels: Sequence[str] | None, n: int):
@@ -184,7 +270,8 @@ def _fixed_numpy_seed(seed: int):
 def ablation_bars(runs, metrics: Sequence[str] = ("i2t_r1", "t2i_r1"), title: str = "", ylabel: str = "Recall (%)",
                   chance: Mapping[str, float] | None = None, reference_mark: str = "(HAT)"):
     """Ablation results (``hat_min.tutorial.ablation.run_ablation``): one panel per question, a bar per variant
-    and metric at the mean over seeds, error bars of one standard deviation, each seed a dot.
+    and metric at the mean over seeds, error bars of one standard deviation, each seed a dot. The y axis is
+    zoomed onto the values (it starts at 0 only when they come near it), so that the differences show.
 
     ``chance``: {metric: value} drawn as dotted lines; variants whose name ends with
     ``reference_mark`` get bold labels.
@@ -215,10 +302,22 @@ def ablation_bars(runs, metrics: Sequence[str] = ("i2t_r1", "t2i_r1"), title: st
     elif axes[0][-1].get_legend() is not None:
         axes[0][-1].get_legend().remove()  # one metric: the y label names it
     n_seeds = runs["seed"].nunique()
+    bottom, top = _zoomed_limits(long["value"].to_numpy(dtype=float))
+    axes[0][0].set_ylim(bottom, top)  # shared: the axis shows the differences, not the distance from 0
     note = ", dotted = chance" if chance is not None else ""
+    below = [f"{metric_label(m)} {v:g}" for m, v in (chance or {}).items() if m in metrics and v < bottom]
+    note += f" (below the axis: {', '.join(below)})" if below else ""
     fig.suptitle(title or f"ablations: mean over {n_seeds} seeds, bars = 1 sd, dots = single seeds{note}", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def _zoomed_limits(values: np.ndarray, pad_share: float = 0.25) -> tuple[float, float]:
+    """y limits around ``values`` with a margin of ``pad_share`` of their span (at least 1), from 0 when that is near."""
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    pad = max(1.0, pad_share * (high - low))
+    bottom = low - pad if low - pad > 0.5 * (high - low) else 0.0  # near 0: keep the whole bar
+    return bottom, high + pad
 
 
 def ablation_sweep(runs, question: str = "lambda", x: str = "lambda", metrics: Sequence[str] = ("i2t_r1", "t2i_r1"),
@@ -254,3 +353,37 @@ def _ablation_long(runs, metrics: Sequence[str]):
     long = runs.melt(id_vars=keep, value_vars=list(metrics), var_name="metric", value_name="value")
     long["metric"] = long["metric"].map(metric_label)
     return long
+
+
+def contrast_figure(checks, by: str | None = None, title: str = "", xlabel: str = ""):
+    """``ablation.contrasts``' paired differences: each variant minus its reference, with +-2 standard errors.
+
+    One panel per value of the column ``by`` (e.g. a split), one row per variant; a bar that crosses the
+    dotted zero line is "within noise" (the verdict's rule: |difference| <= 2 se_total). Filled dots are
+    the verdicts beyond noise.
+    """
+    if checks.empty:
+        raise ValueError("no contrasts to draw")
+    groups = list(dict.fromkeys(checks[by])) if by else [None]
+    variants = list(dict.fromkeys(checks["variant"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups) + 1.5, 0.45 * len(variants) + 1.4),
+                             sharey=True, squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        part = checks if group is None else checks[checks[by] == group]
+        part = part.set_index("variant").reindex(variants)
+        y = np.arange(len(variants))
+        se = part["se_total"].fillna(part["se"]).to_numpy(dtype=float)
+        diff = part["difference"].to_numpy(dtype=float)
+        beyond = part["verdict"].isin(["higher", "lower"]).to_numpy()
+        ax.errorbar(diff, y, xerr=2 * se, fmt="none", ecolor="0.35", capsize=3)
+        ax.scatter(diff[beyond], y[beyond], color="C3", zorder=3, label="beyond 2 se")
+        ax.scatter(diff[~beyond], y[~beyond], facecolor="white", edgecolor="C0", zorder=3, label="within noise")
+        ax.axvline(0, color="0.2", linestyle=":", linewidth=1)
+        ax.set_yticks(y, variants)
+        ax.invert_yaxis()
+        ax.set_title(str(group) if group is not None else "")
+        ax.set_xlabel(xlabel or f"difference in {metric_label(part['metric'].dropna().iloc[0])} (points)")
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    fig.suptitle(title or f"each variant minus {checks['reference'].iloc[0]}: difference +- 2 se", y=1.0)
+    fig.tight_layout()
+    return fig

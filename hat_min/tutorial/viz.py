@@ -7,7 +7,10 @@
     fig = similarity_figure(sims, n_images=40)                # the score matrix, true pairs outlined
     fig = attention_figure(test_split, encoded, cfg, image=0, caption=0, tokenizer=tok)  # word -> patch maps
     fig = embedding_projection(g_img, g_cap, labels)          # PCA of pooled embeddings
+    acc, chance = neighbour_label_accuracy(pca_2d(g_img), labels)   # do the points cluster by label?
     fig = failures_figure(test_split, sims, "t2i")            # the queries whose truth ranks worst
+    table = diagonal_failures(test_split, sims)               # are failures' scenes diagonal more than all scenes?
+    wrong = miss_errors(test_split, sims, "i2t")              # what the caption ranked first gets wrong about the image
     ui = explorer(model, test_split, encoded, sims)           # ipywidgets: type a query; pick an image (id, family)
 
 ``encoded`` is ``hat_min.evaluation.encode(model, split)`` and ``sims`` the (N_img, N_cap) matrix of
@@ -191,20 +194,154 @@ def failures_figure(split, sims: torch.Tensor, direction: str = "t2i", n: int = 
                 _text_cell(row[col], f"#{col - 1} (image {j // captions_per_image}):\n" + textwrap.fill(captions[j], wrap),
                            HIT if hit else MISS)
     what = "captions whose image" if direction == "t2i" else "images whose best own caption"
-    fig.suptitle(f"worst {direction} failures: the {what} ranks lowest, and what came first", fontsize=10)
+    name = "text->image" if direction == "t2i" else "image->text"
+    fig.suptitle(f"worst {name} retrieval failures: the {what} ranks lowest, and what came first", fontsize=10)
     fig.tight_layout()
     return fig
 
 
+def level_similarity(config, encoded, level: int, **kwargs) -> torch.Tensor:
+    """The score of one level alone (weight 1, the others left out): (N_img, N_cap), as ``similarity``."""
+    from ..evaluation import similarity
+    from ..evaluation.protocols import Encoded
+
+    one = Encoded([encoded.image_levels[level]], [encoded.text_levels[level]], encoded.mask, encoded.captions_per_image)
+    return similarity(config.replace(levels=(config.levels[level],), level_weights=None), one, **kwargs)
+
+
+# ----------------------------------------------------------------------------- the generated scenes' geometry
+def relations_between(scene: dict | str, first: str = "subject", second: str = "object") -> set[str]:
+    """The relations "first R second" that hold in a generated scene, by the generator's rule for its
+    captions: every box of ``first`` lies wholly above ("above"), below, left of or right of every box
+    of ``second`` (``data_prep.synthetic``; no minimum gap here). A diagonal scene has two."""
+    import json
+
+    scene = json.loads(scene) if isinstance(scene, str) else scene
+    a, b = (_extent(scene["boxes"][role]) for role in (first, second))  # (x0, y0, x1, y1) of each group
+    found = {"above": a[3] < b[1], "below": b[3] < a[1], "left of": a[2] < b[0], "right of": b[2] < a[0]}
+    return {name for name, holds in found.items() if holds}
+
+
+def is_diagonal(scene: dict | str) -> bool:
+    """Whether the two groups are apart along both axes, so that a vertical and a horizontal relation are
+    both true of the scene (e.g. "A above B" and "A left of B")."""
+    return len(relations_between(scene)) == 2
+
+
+def caption_relation_holds(scene: dict | str, caption: str) -> bool | None:
+    """Whether a caption's relation (of any image) is true of ``scene`` when its groups are read by colour:
+    None when the caption does not name the scene's two colours."""
+    import json
+
+    from data_prep.captions import parse_caption
+
+    scene = json.loads(scene) if isinstance(scene, str) else scene
+    said = parse_caption(caption)
+    role_of = {scene[role]["colour"]: role for role in ("subject", "object")}
+    first, second = (role_of.get(said[g]["colour"]) for g in ("subject", "object"))
+    if first is None or second is None or first == second:
+        return None
+    return said["relation"] in relations_between(scene, first, second)
+
+
+def caption_errors(scene: dict | str, caption: str) -> list[str]:
+    """What a caption (of any image) gets wrong about ``scene``: [] when it is true in every word.
+
+    ["colour"] when it does not name the scene's two colours; otherwise its groups are read by colour
+    and the list names each attribute that differs in either group ("count", "size", "texture",
+    "shape"), then "relation" when its relation is false of the scene (``caption_relation_holds``).
+    """
+    import json
+
+    from data_prep.captions import parse_caption
+
+    scene = json.loads(scene) if isinstance(scene, str) else scene
+    relation = caption_relation_holds(scene, caption)
+    if relation is None:
+        return ["colour"]
+    said = parse_caption(caption)
+    by_colour = {scene[role]["colour"]: scene[role] for role in ("subject", "object")}
+    wrong = [a for a in ("count", "size", "texture", "shape")
+             if any(by_colour[said[g]["colour"]][a] != said[g][a] for g in ("subject", "object"))]
+    return wrong + ([] if relation else ["relation"])
+
+
+def miss_errors(split, sims: torch.Tensor, direction: str = "i2t", captions_per_image: int = 5) -> dict[str, int]:
+    """Over the R@1 misses of one retrieval direction, what the caption gets wrong about the image
+    (``caption_errors``): i2t, an image against the caption ranked first; t2i, a caption against the
+    image ranked first. {"misses": n, "nothing": misses whose caption is true of that image in every
+    word, "other axis": misses whose caption's relation is true of the image but lies on the other
+    axis than the image's own captions' (above/below against left/right: only a diagonal scene allows
+    it), then per error ("count", "size", "texture", "shape", "relation", "colour") the misses that
+    have it}, errors most frequent first."""
+    import json
+    from collections import Counter
+
+    from data_prep.captions import parse_caption
+
+    from ..evaluation.data import eval_captions
+
+    if direction not in ("i2t", "t2i"):
+        raise ValueError(f"direction must be 'i2t' or 't2i', not {direction!r}")
+    _check_sims(sims, len(split), captions_per_image)
+    captions, scenes = eval_captions(split, captions_per_image), split["scene"]
+    if direction == "i2t":
+        first = sims.argmax(1).tolist()  # (N_img,) the caption ranked first for each image
+        pairs = [(i, j) for i, j in enumerate(first) if j // captions_per_image != i]  # (image, caption)
+    else:
+        first = sims.argmax(0).tolist()  # (N_cap,) the image ranked first for each caption
+        pairs = [(i, j) for j, i in enumerate(first) if j // captions_per_image != i]
+    errors = [caption_errors(scenes[i], captions[j]) for i, j in pairs]
+    tally = Counter(e for found in errors for e in found)
+    other_axis = sum(caption_relation_holds(scenes[i], captions[j]) is True
+                     and parse_caption(captions[j])["relation"] != json.loads(scenes[i])["relation"] for i, j in pairs)
+    return {"misses": len(pairs), "nothing": sum(not found for found in errors), "other axis": other_axis,
+            **{e: tally[e] for e in sorted(tally, key=lambda e: -tally[e])}}
+
+
+def diagonal_failures(split, sims: torch.Tensor, n_shown: int = 4, captions_per_image: int = 5):
+    """How often the image of a retrieval failure is diagonal (``is_diagonal``), against all images.
+
+    A table, one row per set of images: all of them, the queries of the image->text R@1 misses, the
+    true images of the text->image R@1 misses (one per missed caption), and the worst ``n_shown`` of
+    each direction (``worst_queries``, as ``failures_figure`` shows them). Columns: images, diagonal,
+    diagonal % (of the row's images).
+    """
+    import pandas as pd
+
+    _check_sims(sims, len(split), captions_per_image)
+    diagonal = torch.tensor([is_diagonal(s) for s in split["scene"]])  # (N_img,)
+    owner = torch.arange(sims.shape[1]) // captions_per_image  # (N_cap,)
+    i2t_miss = (sims.argmax(1) // captions_per_image != torch.arange(len(split))).nonzero().flatten().tolist()
+    t2i_miss = owner[sims.argmax(0) != owner].tolist()  # the true image of every missed caption
+    worst = {d: worst_queries(sims, d, n_shown, captions_per_image) for d in ("i2t", "t2i")}
+    sets = {"all test images": list(range(len(split))),
+            "image->text R@1 misses": i2t_miss,
+            "text->image R@1 misses (true images)": t2i_miss,
+            f"worst {n_shown} image->text (shown)": [r["query"] for r in worst["i2t"]],
+            f"worst {n_shown} text->image (shown, true images)": [r["truth"] for r in worst["t2i"]]}
+    rows = {}
+    for name, images in sets.items():
+        count = int(diagonal[images].sum()) if images else 0
+        rows[name] = {"images": len(images), "diagonal": count, "diagonal %": 100 * count / max(1, len(images))}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _extent(boxes) -> tuple[float, float, float, float]:
+    """The box (x0, y0, x1, y1) around a group's boxes."""
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
 # ----------------------------------------------------------------------------- attention and embeddings
 def attention_figure(split, encoded, config, image: int, caption: int, tokenizer, words: Sequence[str] | None = None,
-                     max_words: int = 9):
+                     max_words: int = 9, shared_scale: bool = True):
     """Word-to-patch attention of one (image, caption) pair at every level, over the image the model sees.
 
     Rows are levels, columns words (``words``, else the first ``max_words`` words that are not
     function words such as "a", "of"); a panel shows alpha of the config's direction
-    (``hat_min.tutorial.attention.attention_maps``) on the Swin token grid of that level, one colour scale
-    per level, opaque where the weight is high. ``encoded`` holds the split's features.
+    (``hat_min.tutorial.attention.attention_maps``) on the Swin token grid of that level, opaque where the
+    weight is high. ``shared_scale``: one colour scale for every level (equal colours, equal weights), else
+    one per level. ``encoded`` holds the split's features.
     """
     import matplotlib.pyplot as plt
 
@@ -223,23 +360,27 @@ def attention_figure(split, encoded, config, image: int, caption: int, tokenizer
     side = picture.size[0]
     fig, axes = plt.subplots(len(maps), len(columns) + 1, figsize=(1.45 * (len(columns) + 1) + 1.2, 1.75 * len(maps) + 1.0),
                              squeeze=False, layout="constrained")  # constrained: room for titles and colour bars
+    top_all = max(float(m[columns].max()) for m in maps)
     for level, (row, m) in enumerate(zip(axes, maps)):
         grids = token_grid(m[columns])  # (words, g, g)
         stage, layer = config.levels[level]
         _show_image(row[0], picture, title=f"stage {stage} x layer {layer}\nscore {scores[level]:.2f}")
-        top = float(m.max())
+        top = top_all if shared_scale else float(m[columns].max())
         for ax, w, grid in zip(row[1:], columns, grids):
             ax.imshow(picture, extent=(0, side, side, 0), interpolation="nearest")
             shown = ax.imshow(grid.numpy(), extent=(0, side, side, 0), cmap="inferno", interpolation="nearest", vmin=0,
                               vmax=top, alpha=(0.1 + 0.8 * grid / top).clamp(0, 1).numpy())  # see-through where low
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(tokens[w], fontsize=9)
-        bar = fig.colorbar(shown, ax=list(row), shrink=0.85, pad=0.01, aspect=12)  # one scale per level
-        bar.solids.set_alpha(1)
-        bar.ax.tick_params(labelsize=7)
-        bar.set_label("weight", fontsize=8)
-    how = ("regions' attention on each word (i2t: each region's weights sum to 1 over the words)"
-           if config.direction == "i2t" else "each word's attention over the regions (t2i)")
+        if not shared_scale or level == len(maps) - 1:  # one bar per level, or one for all beside every row
+            bar = fig.colorbar(shown, ax=list(row) if not shared_scale else axes[:, 1:].ravel().tolist(),
+                               shrink=0.85 if not shared_scale else 0.6, pad=0.01, aspect=12 * (1 if not shared_scale else 2))
+            bar.solids.set_alpha(1)
+            bar.ax.tick_params(labelsize=7)
+            bar.set_label("weight" + (", every level" if shared_scale else ""), fontsize=8)
+    how = ("regions attend to words (direction='i2t'): each region's weights sum to 1 over the words"
+           if config.direction == "i2t" else "words attend to regions (direction='t2i'): each word's weights sum "
+           "to 1 over the regions")
     fig.suptitle(textwrap.fill(f"image {image}, caption {caption}: \"{text}\"", 110) + f"\n{how}; bright = high",
                  fontsize=9)
     return fig
@@ -256,6 +397,40 @@ def pca_2d(x: torch.Tensor) -> torch.Tensor:
     v = v[:, :2]
     v = v * torch.sign(v.gather(0, v.abs().argmax(0, keepdim=True)))  # largest loading positive: a fixed sign
     return x @ v  # (N, 2)
+
+
+def neighbour_label_accuracy(points: torch.Tensor, labels: Sequence, groups: Sequence | None = None, k: int = 9,
+                             seed: int = 0) -> tuple[float, float]:
+    """How much points cluster by label: (accuracy, chance), percent.
+
+    Accuracy: the share of points whose label is the majority label of their ``k`` nearest other
+    points (a tie, possible with an even ``k`` or more than two labels, counts as wrong), neighbours
+    of the same ``group`` left out (e.g. the other captions of the same image, which would make
+    captions look clustered by anything their image has). Chance: the same with the labels shuffled
+    (seeded), i.e. labels unrelated to place. ``points`` (N, D) may have any D.
+    """
+    if len(labels) != len(points) or (groups is not None and len(groups) != len(points)):
+        raise ValueError(f"{len(points)} points and {len(labels)} labels"
+                         + ("" if groups is None else f", {len(groups)} groups") + ": need one of each per point")
+    names = sorted(set(labels))
+    codes = torch.tensor([names.index(l) for l in labels])  # (N,)
+    group = torch.tensor(list(groups)) if groups is not None else torch.arange(len(points))  # (N,)
+    x = points.float()
+    near = []
+    for i in range(0, len(x), 1024):  # (b, N) distances, a block of rows at a time
+        d = torch.cdist(x[i : i + 1024], x)
+        d[group[i : i + 1024, None] == group[None, :]] = float("inf")  # itself and its group
+        near.append(d.topk(k, largest=False).indices)
+    near = torch.cat(near)  # (N, k)
+
+    def accuracy(c: torch.Tensor) -> float:
+        votes = torch.nn.functional.one_hot(c[near], len(names)).sum(1)  # (N, labels)
+        own = votes.gather(1, c[:, None])[:, 0]
+        others = votes.scatter(1, c[:, None], -1).amax(1)
+        return 100.0 * (own > others).float().mean().item()
+
+    shuffled = codes[torch.randperm(len(codes), generator=torch.Generator().manual_seed(seed))]
+    return accuracy(codes), accuracy(shuffled)
 
 
 def embedding_projection(image_vecs: torch.Tensor, caption_vecs: torch.Tensor, labels: Sequence[str] | None = None,
