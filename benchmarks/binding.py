@@ -28,7 +28,7 @@ from hat_min import HATConfig  # noqa: E402
 from hat_min.evaluation.compositional import (KINDS, bag_of_words_similarity, family_accuracy,  # noqa: E402
                                               family_chance, family_labels, winoground_scores)
 from hat_min.evaluation.data import load_splits  # noqa: E402
-from hat_min.evaluation.protocols import Encoded, encode, global_embeddings, similarity  # noqa: E402
+from hat_min.evaluation.protocols import encode, global_embeddings, level_similarity  # noqa: E402
 from hat_min.metrics import recall_at_k  # noqa: E402
 from hat_min.training.loop import TrainConfig, train_or_load  # noqa: E402
 
@@ -52,10 +52,7 @@ def scores(model, test) -> dict:
     """Metrics of the model's HAT score, of each of its levels alone, and of its pooled embeddings."""
     encoded = encode(model, test, progress=False)
     cfg = model.config
-    per_level = []
-    for level, (image, text) in enumerate(zip(encoded.image_levels, encoded.text_levels)):
-        one = Encoded([image], [text], encoded.mask, encoded.captions_per_image)
-        per_level.append(similarity(cfg.replace(levels=(cfg.levels[level],), level_weights=None), one, progress=False))
+    per_level = [level_similarity(cfg, encoded, level, progress=False) for level in range(len(cfg.levels))]
     total = sum(w * s for w, s in zip(cfg.weights, per_level))
     img, cap = global_embeddings(encoded)
     out = {"HAT (all levels)": total, "pooled embeddings": img @ cap.T}

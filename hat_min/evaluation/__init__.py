@@ -14,13 +14,14 @@
 """
 from .compositional import KINDS, bag_of_words_similarity, family_accuracy, family_chance, family_labels
 from .data import eval_captions, image_transform, load_splits, tokenize
-from .protocols import Encoded, chance_recall, encode, evaluate, feature_memory_bytes, global_embeddings, similarity
+from .protocols import (Encoded, chance_recall, encode, evaluate, feature_memory_bytes, global_embeddings,
+                        level_similarity, similarity)
 from .retrieval import rerank, rerank_curve, rerank_evaluate
 from .tables import format_family_table, format_table
 
 __all__ = [
     "KINDS", "bag_of_words_similarity", "family_accuracy", "family_chance", "family_labels", "eval_captions",
     "image_transform", "load_splits", "tokenize", "Encoded", "chance_recall", "encode", "evaluate",
-    "feature_memory_bytes", "global_embeddings", "similarity", "rerank", "rerank_curve", "rerank_evaluate",
+    "feature_memory_bytes", "global_embeddings", "level_similarity", "similarity", "rerank", "rerank_curve", "rerank_evaluate",
     "format_family_table", "format_table",
 ]

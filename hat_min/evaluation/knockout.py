@@ -95,7 +95,7 @@ def family_level_scores(model: nn.Module, split, batch_size: int = 128, progress
     images, captions = family_pairs(labels, encoded.captions_per_image)
     mask = encoded.mask.to(device)
     per_level = torch.zeros(len(encoded.image_levels), len(images))  # (L, P)
-    for rows, block in _family_blocks(labels, images, captions, encoded.captions_per_image):
+    for rows, block in _family_blocks(labels, images, encoded.captions_per_image):
         image_rows, caption_rows = rows
         with torch.no_grad():
             for level, (image, text) in enumerate(zip(encoded.image_levels, encoded.text_levels)):
@@ -122,8 +122,7 @@ def _fingerprint(model: nn.Module, split) -> str:
     return digest.hexdigest()[:16]
 
 
-def _family_blocks(labels: FamilyLabels, images: Tensor, captions: Tensor, captions_per_image: int,
-                   families_per_block: int = 8):
+def _family_blocks(labels: FamilyLabels, images: Tensor, captions_per_image: int, families_per_block: int = 8):
     """Blocks of a few families: ((image rows, caption rows), indices into the pairs of those families).
 
     Scoring a block's images against all its captions (the fast all-pairs path) and keeping the pairs inside

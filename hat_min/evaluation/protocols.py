@@ -135,6 +135,12 @@ def similarity(model_or_config: nn.Module | HATConfig, encoded: Encoded, chunk_s
     return total
 
 
+def level_similarity(config: HATConfig, encoded: Encoded, level: int, **kwargs) -> Tensor:
+    """The score of one level alone (weight 1, the others left out): (N_img, N_cap), as ``similarity``."""
+    one = Encoded([encoded.image_levels[level]], [encoded.text_levels[level]], encoded.mask, encoded.captions_per_image)
+    return similarity(config.replace(levels=(config.levels[level],), level_weights=None), one, **kwargs)
+
+
 def global_embeddings(encoded: Encoded) -> tuple[Tensor, Tensor]:
     """One unit vector per image (N_img, D) and per caption (N_cap, D) (``hat_min.model.pooled_embedding``), float32."""
     n_img, n_cap = encoded.image_levels[0].shape[0], encoded.mask.shape[0]

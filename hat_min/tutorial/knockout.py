@@ -19,7 +19,7 @@ from torch import nn
 
 from ..evaluation.compositional import family_counts, family_labels, winoground_scores
 from ..evaluation.knockout import family_level_scores, level_subsets
-from ..evaluation.protocols import Encoded, encode, similarity
+from ..evaluation.protocols import encode, level_similarity
 from ..metrics import recall_at_k
 from .ablation import FAMILY_METRICS, HAT_MARK, METRICS, FamilyCounts, summary_metrics
 
@@ -59,9 +59,7 @@ def _recall_rows(model: nn.Module, split, progress: bool) -> pd.DataFrame:
     """``knockout`` on a split without families: Recall@K of every subset, from one similarity matrix per level."""
     cfg = model.config
     encoded = encode(model, split, progress=progress)
-    per_level = [similarity(cfg.replace(levels=(level,), level_weights=None),
-                            Encoded([image], [text], encoded.mask, encoded.captions_per_image), progress=progress)
-                 for level, image, text in zip(cfg.levels, encoded.image_levels, encoded.text_levels)]  # L x (N_img, N_cap)
+    per_level = [level_similarity(cfg, encoded, level, progress=progress) for level in range(len(cfg.levels))]  # L x (N_img, N_cap)
     rows = []
     for subset in level_subsets(len(cfg.levels)):
         sims = sum(cfg.weights[level] * per_level[level] for level in subset)  # (N_img, N_cap)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..evaluation.protocols import level_similarity  # noqa: F401  (viz.level_similarity in notebook 05)
 from .curves import LivePlot, training_curves  # noqa: F401  (viz.training_curves, viz.LivePlot in the notebooks)
 
 HIT, MISS = "#2ca02c", "#d62728"
@@ -198,15 +199,6 @@ def failures_figure(split, sims: torch.Tensor, direction: str = "t2i", n: int = 
     fig.suptitle(f"worst {name} retrieval failures: the {what} ranks lowest, and what came first", fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def level_similarity(config, encoded, level: int, **kwargs) -> torch.Tensor:
-    """The score of one level alone (weight 1, the others left out): (N_img, N_cap), as ``similarity``."""
-    from ..evaluation import similarity
-    from ..evaluation.protocols import Encoded
-
-    one = Encoded([encoded.image_levels[level]], [encoded.text_levels[level]], encoded.mask, encoded.captions_per_image)
-    return similarity(config.replace(levels=(config.levels[level],), level_weights=None), one, **kwargs)
 
 
 # ----------------------------------------------------------------------------- the generated scenes' geometry
