@@ -220,3 +220,38 @@ def test_evaluation_runs_on_the_eager_equations(models, split, which):
     torch.testing.assert_close(slow["sims"], fast["sims"], atol=1e-5, rtol=1e-5)
     assert {k: round(v, 6) for k, v in slow.items() if isinstance(v, float)} == \
            {k: round(v, 6) for k, v in fast.items() if isinstance(v, float)}
+
+
+def test_a_cache_dir_keeps_each_models_scores_and_reads_them_back(models, split, tmp_path, monkeypatch):
+    import hat_min.evaluation.protocols as protocols
+
+    first = evaluate(list(models), split, return_sims=True, baselines=True, cache_dir=tmp_path, **FAST)
+    plain = evaluate(list(models), split, return_sims=True, baselines=True, **FAST)
+    torch.testing.assert_close(first["sims"], plain["sims"])
+    assert first["baselines"]["pooled"] == plain["baselines"]["pooled"]
+    assert first["info"]["cached"] == 0 and len(list(tmp_path.glob("*-gallery.pt"))) == 2  # one file per model
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("encoded again: the cache was not read")
+
+    monkeypatch.setattr(protocols, "encode", no_encoding)
+    again = evaluate(list(models), split, return_sims=True, baselines=True, cache_dir=tmp_path, **FAST)
+    assert again["info"]["cached"] == 2 and again["info"]["encode_s"] == 0
+    torch.testing.assert_close(again["sims"], first["sims"])
+    assert {k: again[k] for k in plain if k != "info" and k != "sims" and k != "model_sims"} == \
+        {k: first[k] for k in plain if k != "info" and k != "sims" and k != "model_sims"}
+    assert again["info"]["feature_bytes"] == first["info"]["feature_bytes"] > 0
+    changed = HAT(models[0].config).eval()
+    changed.load_state_dict(models[0].state_dict())
+    with torch.no_grad():
+        changed.text_proj[0].weight.add_(0.01)  # other weights: another key, so it must encode (and fail here)
+    with pytest.raises(AssertionError, match="encoded again"):
+        evaluate(changed, split, cache_dir=tmp_path, **FAST)
+    with pytest.raises(AssertionError, match="encoded again"):  # another split: another key
+        evaluate(models[0], split.select(range(4)), cache_dir=tmp_path, **FAST)
+
+
+def test_a_cache_dir_with_a_tokenizer_given_apart_is_refused(models, split, tmp_path):
+    with pytest.raises(ValueError, match="cache_dir keys the scores"):
+        evaluate(models[0], split, cache_dir=tmp_path, tokenizer=load_tokenizer(CFG), **FAST)
+    assert not list(tmp_path.iterdir())

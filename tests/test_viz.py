@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from data_prep.synthetic import generate  # noqa: E402
-from hat_min.tutorial import viz  # noqa: E402
+from hat_min.tutorial import scenes, viz  # noqa: E402
 from hat_min.training.runlog import MetricsLog  # noqa: E402
 from hat_min.tutorial.viz import retrieval_figure, save_retrieval_examples, training_curves  # noqa: E402
 
@@ -280,28 +280,28 @@ def _scene(subject_boxes, object_boxes, relation="above"):
 
 def test_relations_follow_the_generators_layout(split):
     for s in split["scene"]:  # the generator lays every scene out so that its own relation holds
-        assert json.loads(s)["relation"] in viz.relations_between(s)
+        assert json.loads(s)["relation"] in scenes.relations_between(s)
     aligned = _scene([[10, 5, 20, 15], [30, 5, 40, 15]], [[15, 40, 25, 50]])  # red row above a blue one, overlapping in x
     diagonal = _scene([[5, 5, 15, 15]], [[40, 40, 50, 50]])                   # red top left, blue bottom right
-    assert viz.relations_between(aligned) == {"above"} and not viz.is_diagonal(aligned)
-    assert viz.relations_between(diagonal) == {"above", "left of"} and viz.is_diagonal(diagonal)
-    assert viz.relations_between(diagonal, "object", "subject") == {"below", "right of"}
+    assert scenes.relations_between(aligned) == {"above"} and not scenes.is_diagonal(aligned)
+    assert scenes.relations_between(diagonal) == {"above", "left of"} and scenes.is_diagonal(diagonal)
+    assert scenes.relations_between(diagonal, "object", "subject") == {"below", "right of"}
 
 
 def test_a_captions_relation_is_read_with_the_scenes_colours(split):
     for s, captions in zip(split["scene"], split["captions"]):  # every own caption is true of its image
-        assert all(viz.caption_relation_holds(s, c) is True for c in captions)
+        assert all(scenes.caption_relation_holds(s, c) is True for c in captions)
     diagonal = _scene([[5, 5, 15, 15]], [[40, 40, 50, 50]])
-    assert viz.caption_relation_holds(diagonal, "a small blue circle to the right of a small red circle") is True
-    assert viz.caption_relation_holds(diagonal, "a small blue circle above a small red circle") is False
-    assert viz.caption_relation_holds(diagonal, "a small green circle above a small red circle") is None
+    assert scenes.caption_relation_holds(diagonal, "a small blue circle to the right of a small red circle") is True
+    assert scenes.caption_relation_holds(diagonal, "a small blue circle above a small red circle") is False
+    assert scenes.caption_relation_holds(diagonal, "a small green circle above a small red circle") is None
     for s, captions in zip(split["scene"], split["captions"]):  # every own caption is true in every word
-        assert all(viz.caption_errors(s, c) == [] for c in captions)
-    assert all(viz.caption_errors(split[0]["scene"], c) for c in split[4]["captions"])  # another family: some error
-    assert viz.caption_errors(diagonal, "a small blue circle to the right of a small red circle") == []  # the other axis
-    assert viz.caption_errors(diagonal, "two large blue circles above a small red circle") == ["count", "size", "relation"]
-    assert viz.caption_errors(diagonal, "a small dotted blue star above a small red circle") == ["texture", "shape", "relation"]
-    assert viz.caption_errors(diagonal, "a small green circle above a small red circle") == ["colour"]
+        assert all(scenes.caption_errors(s, c) == [] for c in captions)
+    assert all(scenes.caption_errors(split[0]["scene"], c) for c in split[4]["captions"])  # another family: some error
+    assert scenes.caption_errors(diagonal, "a small blue circle to the right of a small red circle") == []  # the other axis
+    assert scenes.caption_errors(diagonal, "two large blue circles above a small red circle") == ["count", "size", "relation"]
+    assert scenes.caption_errors(diagonal, "a small dotted blue star above a small red circle") == ["texture", "shape", "relation"]
+    assert scenes.caption_errors(diagonal, "a small green circle above a small red circle") == ["colour"]
 
 
 def test_a_true_relation_of_the_other_axis_is_counted(split, monkeypatch):
@@ -309,16 +309,16 @@ def test_a_true_relation_of_the_other_axis_is_counted(split, monkeypatch):
     two = split.select([0, 1]).remove_columns("scene").add_column("scene", [diagonal, split[1]["scene"]])
     sims = torch.zeros(2, 2 * CPI)
     sims[0, 5] = sims[1, 5] = 1.0  # both images rank caption 5 (image 1's) first: image 0 misses
-    monkeypatch.setattr("hat_min.evaluation.data.eval_captions", lambda split, cpi: [
+    monkeypatch.setattr("hat_min.tutorial.scenes.eval_captions", lambda split, cpi: [
         "a small red circle above a small blue circle"] * 5 + ["a small red circle to the left of a small blue circle"] * 5)
-    assert viz.miss_errors(two, sims, "i2t") == {"misses": 1, "nothing": 1, "other axis": 1}
+    assert scenes.miss_errors(two, sims, "i2t") == {"misses": 1, "nothing": 1, "other axis": 1}
 
 
 def test_diagonal_failures_count_like_a_loop(split):
     g = torch.Generator().manual_seed(1)
     sims = torch.rand(8, 8 * CPI, generator=g)
-    table = viz.diagonal_failures(split, sims, n_shown=2)
-    diagonal = [viz.is_diagonal(s) for s in split["scene"]]
+    table = scenes.diagonal_failures(split, sims, n_shown=2)
+    diagonal = [scenes.is_diagonal(s) for s in split["scene"]]
     i2t_miss = [i for i in range(8) if int(sims[i].argmax()) // CPI != i]
     t2i_miss = [j // CPI for j in range(8 * CPI) if int(sims[:, j].argmax()) != j // CPI]
     for name, images in (("all test images", range(8)), ("image->text R@1 misses", i2t_miss),
@@ -333,13 +333,13 @@ def test_miss_errors_tally_the_misses_like_a_loop(split, direction):
     g = torch.Generator().manual_seed(1)
     sims = torch.rand(8, 8 * CPI, generator=g)
     sims[0, 0] = sims[1, 7] = 2.0  # image 0 and caption 0 hits; image 1 and caption 7 misses
-    got = viz.miss_errors(split, sims, direction)
+    got = scenes.miss_errors(split, sims, direction)
     caption = lambda j: split[j // CPI]["captions"][j % CPI]  # noqa: E731
     if direction == "i2t":
         pairs = [(i, int(sims[i].argmax())) for i in range(8)]
     else:
         pairs = [(int(sims[:, j].argmax()), j) for j in range(8 * CPI)]
-    errors = [viz.caption_errors(split[i]["scene"], caption(j)) for i, j in pairs if j // CPI != i]
+    errors = [scenes.caption_errors(split[i]["scene"], caption(j)) for i, j in pairs if j // CPI != i]
     assert got["misses"] == len(errors) and 1 <= len(errors) < len(pairs)
     assert got["nothing"] == sum(not e for e in errors)
     assert {k: v for k, v in got.items() if k not in ("misses", "nothing", "other axis")} == {
@@ -347,7 +347,7 @@ def test_miss_errors_tally_the_misses_like_a_loop(split, direction):
     assert list(got.values())[3:] == sorted(list(got.values())[3:], reverse=True)  # most frequent first
     assert 0 <= got["other axis"] <= got["misses"] - sum("relation" in e or "colour" in e for e in errors)
     with pytest.raises(ValueError, match="direction"):
-        viz.miss_errors(split, sims, "both")
+        scenes.miss_errors(split, sims, "both")
 
 
 def test_neighbour_label_accuracy_sees_clusters_and_not_noise():

@@ -7,6 +7,8 @@
   (pooled embeddings, a bag of words, chance);
 - ``retrieval.py``: two-stage search (pooled embeddings find candidates, HAT reranks them);
 - ``compositional.py``: within-family accuracy on the generated scenes (binding, roles);
+- ``knockout.py``: one model's levels scored alone inside families, so every subset of levels costs no training;
+- ``cache.py``: scores kept on disk, keyed by the model's weights and the split (notebooks 03-05 share them);
 - ``tables.py``: results as Markdown tables.
 
     from hat_min.evaluation import evaluate, load_splits, format_table

@@ -18,9 +18,7 @@ the 5,000,000 of its whole gallery. Recall@K needs the whole gallery (``evaluate
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..scan import hierarchical_score
+from .cache import load_scores, save_scores, score_key
 from .compositional import FamilyLabels, _family_hits, _percent, family_counts, family_labels, winoground_scores
 from .protocols import _scoring_device, default_chunk_size, encode
 
@@ -85,9 +84,9 @@ def family_level_scores(model: nn.Module, split, batch_size: int = 128, progress
         raise ValueError("a level knock-out scores within families: it needs a split with `family` and `scene` "
                          "columns (the generated scenes); on Flickr30K use evaluate() once per level subset")
     cfg = model.config
-    path = None if cache_dir is None else Path(cache_dir) / f"{cfg.name}-{_fingerprint(model, split)}.pt"
-    if path is not None and path.is_file():
-        saved = torch.load(path, weights_only=True)
+    path = None if cache_dir is None else Path(cache_dir) / f"{cfg.name}-{score_key(model, split)}.pt"
+    saved = load_scores(path)
+    if saved is not None:
         return FamilyScores(saved["per_level"], saved["images"], saved["captions"], tuple(cfg.weights), labels,
                             int(saved["captions_per_image"]))
     encoded = encode(model, split, batch_size, progress=progress, workers=workers)
@@ -104,22 +103,9 @@ def family_level_scores(model: nn.Module, split, batch_size: int = 128, progress
                                           default_chunk_size(device), device=device).float().cpu()  # (b_img, b_cap)
                 per_level[level, block] = sims[_local(image_rows, images[block]), _local(caption_rows, captions[block])]
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"per_level": per_level, "images": images, "captions": captions,
-                    "captions_per_image": encoded.captions_per_image}, tmp)
-        tmp.replace(path)  # atomic: an interrupted run leaves no half-written file
+        save_scores(path, {"per_level": per_level, "images": images, "captions": captions,
+                           "captions_per_image": encoded.captions_per_image})
     return FamilyScores(per_level, images, captions, tuple(cfg.weights), labels, encoded.captions_per_image)
-
-
-def _fingerprint(model: nn.Module, split) -> str:
-    """A short hash of the model's config and weights and of the split (what the scores depend on)."""
-    digest = hashlib.sha256(json.dumps([model.config.to_dict(), getattr(split, "_fingerprint", None),
-                                        len(split)], sort_keys=True).encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _family_blocks(labels: FamilyLabels, images: Tensor, captions_per_image: int, families_per_block: int = 8):

@@ -35,6 +35,7 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,6 +49,7 @@ from ..fast.device import autocast, pick_device
 from ..metrics import coco_1k, recall_at_k
 from ..model import pooled_embedding
 from ..scan import hierarchical_score
+from .cache import load_scores, save_scores, score_key
 from .compositional import bag_of_words_similarity, family_accuracy, family_chance, family_labels
 from .data import eval_captions, eval_image_loader, tokenize
 
@@ -155,7 +157,7 @@ def evaluate(models: nn.Module | Sequence[nn.Module], split, protocol: str = "1k
              device: str | torch.device | None = None, captions_per_image: int = 5, fold_images: int = 1000,
              chunk_size: int | None = None, image_block: int = 256, progress: bool = True,
              return_sims: bool = False, tokenizer=None, workers: int | None = None,
-             baselines: bool = False) -> dict[str, Any]:
+             baselines: bool = False, cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Recall@K of one model, or of an ensemble (the sum of its models' similarities), under ``protocol``.
 
     Returns the metrics of ``hat_min.metrics`` (i2t_r1 ... t2i_r10, rsum, medr, meanr), on splits
@@ -167,27 +169,46 @@ def evaluate(models: nn.Module | Sequence[nn.Module], split, protocol: str = "1k
     ``baselines``: also "baselines", the same metrics of references on the same split: "pooled"
     (the same model's pooled global embeddings: a dual encoder), "bag of words" (a scorer that
     sees only the scene words; generated scenes only) and "chance".
+
+    ``cache_dir``: keep each model's scores of this split there (``hat_min.evaluation.cache``: keyed by the
+    model's config and weights, the split and ``captions_per_image``), and read them instead of encoding and
+    scoring when they are there ("info"'s "cached": how many models were read). Not with a ``tokenizer``.
     """
     models = _as_list(models)
+    if cache_dir is not None and tokenizer is not None:
+        raise ValueError("cache_dir keys the scores by the model and the split, not by a tokenizer given apart: "
+                         "pass one or the other")
     _check_protocol(protocol, len(split), fold_images)
     labels = family_labels(split)
     total, per_model, pooled = None, [], None
     info: dict[str, Any] = {"protocol": protocol, "models": len(models), "n_images": len(split),
                             "n_captions": len(split) * captions_per_image, "encode_s": 0.0, "score_s": 0.0,
-                            "feature_bytes": 0}
+                            "feature_bytes": 0, "cached": 0}
     for model in models:
         start = time.perf_counter()
-        encoded = encode(model, split, batch_size, device, captions_per_image, progress, tokenizer, workers=workers)
-        middle = time.perf_counter()
-        sims = similarity(model, encoded, chunk_size, image_block, progress, device)
+        path = None if cache_dir is None else \
+            Path(cache_dir) / f"{model.config.name}-{score_key(model, split, captions_per_image)}-gallery.pt"
+        saved = load_scores(path)
+        if saved is None:
+            encoded = encode(model, split, batch_size, device, captions_per_image, progress, tokenizer, workers=workers)
+            middle = time.perf_counter()
+            sims = similarity(model, encoded, chunk_size, image_block, progress, device)
+            saved = {"sims": sims, "feature_bytes": torch.tensor(encoded.nbytes)}
+            if baselines or path is not None:  # the cache keeps the pooled cosines for a later call with baselines
+                img, cap = global_embeddings(encoded)
+                saved["pooled"] = (img @ cap.T).cpu()  # (N_img, N_cap)
+            del encoded  # one model's features at a time
+            if path is not None:
+                save_scores(path, saved)
+        else:
+            middle = start
+            info["cached"] += 1
+        sims = saved["sims"]
         info["encode_s"] += middle - start
         info["score_s"] += time.perf_counter() - middle
-        info["feature_bytes"] = max(info["feature_bytes"], encoded.nbytes)
+        info["feature_bytes"] = max(info["feature_bytes"], int(saved["feature_bytes"]))
         if baselines:
-            img, cap = global_embeddings(encoded)
-            cosines = (img @ cap.T).cpu()  # (N_img, N_cap)
-            pooled = cosines if pooled is None else pooled + cosines
-        del encoded  # one model's features at a time
+            pooled = saved["pooled"] if pooled is None else pooled + saved["pooled"]
         total = sims if total is None else total + sims
         per_model.append(sims)
     result: dict[str, Any] = _metrics(total, protocol, captions_per_image, fold_images, labels)

@@ -16,8 +16,8 @@ its models' (the paper's "i2t + t2i" row). Every (config, seed) is trained once 
 beside it, so a variant that appears in two questions (HAT's own setting is the reference of all
 three) costs one run per seed, and running the grid again only reads files.
 
-``ABLATION_MODEL`` and ``ABLATION_TRAIN`` are a fast recipe for CPUs (about 20 s a run on two
-idle cores with AVX-512, evaluation included), built like the authors' release starts its training: the
+``ABLATION_MODEL`` and ``ABLATION_TRAIN`` are a fast recipe for CPUs (about 50 s a run on two
+idle Zen 4 cores, evaluation included, measured 2026-12-02), built like the authors' release starts its training: the
 ``minilm`` model with both encoders pretrained (the Swin offline on generated scenes, MiniLM on text
 as its package ships it) and **frozen**, so that only the per-level LayerNorms, projections and region
 positions learn (the release trains only its projections for its first 11 epochs), with HAT's hinge
