@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..scan import hierarchical_score
 from .cache import load_scores, save_scores, score_key
-from .compositional import FamilyLabels, _family_hits, _percent, family_counts, family_labels, winoground_scores
+from .compositional import FamilyLabels, family_accuracy, family_counts, family_labels
 from .protocols import _scoring_device, default_chunk_size, encode
 
 
@@ -54,10 +54,8 @@ class FamilyScores:
 
     def metrics(self, subset: tuple[int, ...]) -> dict[str, float]:
         """Within-family accuracy (both retrieval directions, by kind of swap) and Winoground's scores, percent."""
-        sims = self.sims(subset)
-        hits = _family_hits(sims, self.labels, self.captions_per_image)
-        return {**{name: _percent(hit, where) for name, (hit, where, _) in hits.items()},
-                **winoground_scores(sims, self.labels, self.captions_per_image)}
+        out = family_accuracy(self.sims(subset), self.labels, self.captions_per_image)
+        return {k: v for k, v in out.items() if not k.startswith("in_family")}  # top-1 in family needs the gallery
 
     def counts(self, subset: tuple[int, ...]) -> dict[str, Tensor]:
         """``family_counts`` of ``subset``: {metric: (F, 2) hits and queries per family}."""

@@ -194,11 +194,9 @@ def run_ablation(variants: Grid, train_config: TrainConfig, data_dir: str | Path
             for seed in seeds:
                 total = sum(sims[_key(cfg), seed] for cfg in models)  # (N_img, N_cap) an ensemble adds its models
                 metrics = recall_at_k(total)
-                family = family_accuracy(total, labels) if labels is not None else {}
+                family = {}
                 if labels is not None:
-                    counts[question, name, seed] = {m: c for m, c in family_counts(total, labels).items()
-                                                    if m in FAMILY_METRICS}
-                family = {**{m: family[m] for m in FAMILY_METRICS if m in family}, **summary_metrics(family)}
+                    family, counts[question, name, seed] = family_columns(total, labels)
                 rows.append({"question": question, "variant": name, "seed": seed, "models": len(models),
                              "levels": len(models[0].levels), "direction": "+".join(c.direction for c in models),
                              "lambda": models[0].lambda_softmax, **{m: metrics[m] for m in METRICS},
@@ -209,6 +207,14 @@ def run_ablation(variants: Grid, train_config: TrainConfig, data_dir: str | Path
     if counts:
         table.attrs["family_counts"] = FamilyCounts(counts)
     return table
+
+
+def family_columns(sims: torch.Tensor, labels, captions_per_image: int = 5) -> tuple[dict[str, float], dict]:
+    """One run's within-family columns, ``FAMILY_METRICS`` and their means ``SUMMARY_METRICS`` (percent, from
+    ``family_accuracy``), and the hits and queries per test family behind them ({metric: (F, 2)}, ``family_counts``)."""
+    family = family_accuracy(sims, labels, captions_per_image)
+    counts = {m: c for m, c in family_counts(sims, labels, captions_per_image).items() if m in FAMILY_METRICS}
+    return {**{m: family[m] for m in FAMILY_METRICS if m in family}, **summary_metrics(family)}, counts
 
 
 def summary_metrics(family: Mapping[str, float]) -> dict[str, float]:

@@ -17,11 +17,11 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from ..evaluation.compositional import family_counts, family_labels, winoground_scores
+from ..evaluation.compositional import family_labels, winoground_scores
 from ..evaluation.knockout import family_level_scores, level_subsets
 from ..evaluation.protocols import encode, level_similarity
 from ..metrics import recall_at_k
-from .ablation import FAMILY_METRICS, HAT_MARK, METRICS, FamilyCounts, summary_metrics
+from .ablation import HAT_MARK, METRICS, FamilyCounts, family_columns
 
 KNOCKOUT = "knock-out"  # the question name of knock-out rows
 
@@ -44,11 +44,9 @@ def knockout(model: nn.Module, split, progress: bool = False, cache_dir: str | P
     for subset in level_subsets(len(cfg.levels)):
         name = subset_name(subset, len(cfg.levels))
         sims = scores.sims(subset)  # (N_img, N_cap), -inf outside families
-        per_family = {m: c for m, c in family_counts(sims, labels, cpi).items() if m in FAMILY_METRICS}
-        family = {m: float(100 * c[:, 0].sum() / c[:, 1].sum()) for m, c in per_family.items()}
-        counts[KNOCKOUT, name, 0] = per_family
+        family, counts[KNOCKOUT, name, 0] = family_columns(sims, labels, cpi)  # as run_ablation's rows
         rows.append({"question": KNOCKOUT, "variant": name, "seed": 0, "models": 1, "levels": len(subset),
-                     "direction": cfg.direction, "lambda": cfg.lambda_softmax, **family, **summary_metrics(family),
+                     "direction": cfg.direction, "lambda": cfg.lambda_softmax, **family,
                      **winoground_scores(sims, labels, cpi)})
     table = pd.DataFrame(rows)
     table.attrs.update(trained=0, cached=0, family_counts=FamilyCounts(counts))
