@@ -40,6 +40,29 @@ def test_bert_layers_and_truncation(text_batch):
     assert len(bert.bert.encoder.layer) == 4  # layers 5 and 6 are never used
 
 
+def test_bert_layers_attend_eagerly_on_a_cpu_with_sdpa_s_numbers(monkeypatch, text_batch):
+    """On a CPU the attention runs as "eager" (faster to differentiate there); outputs and gradients are those of the
+    "sdpa" it was loaded with."""
+    ids, mask = text_batch
+    bert = BertLayers(HATConfig.preset("minilm", text_bf16_cpu=False), layers=(2, 4)).eval()
+    assert bert.loaded_attention == bert.attention == "sdpa"
+
+    def run():  # layer 4's features and the gradient of a query weight
+        bert.zero_grad(set_to_none=True)
+        out = bert(ids, mask)[4]
+        out.square().mean().backward()
+        return out.detach(), bert.bert.encoder.layer[1].attention.self.query.weight.grad.clone()
+
+    with monkeypatch.context() as m:
+        m.setattr(encoders, "CPU_ATTENTION", "sdpa")  # the reference: attention as loaded
+        sdpa = run()
+    assert bert.bert.config._attn_implementation == "sdpa"
+    eager = run()
+    assert bert.attention == "eager" and bert.bert.config._attn_implementation == "eager"
+    torch.testing.assert_close(eager[0], sdpa[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(eager[1], sdpa[1], atol=1e-6, rtol=1e-3)
+
+
 def test_bert_layer_beyond_depth_is_clear():
     with pytest.raises(ValueError, match="layer 7 but 'minilm' has 6 layers"):
         BertLayers(HATConfig.preset("minilm"), layers=(7,))
