@@ -21,3 +21,23 @@ def test_gpu_benchmark_smoke_mode_runs_on_a_cpu(tmp_path):
     assert result["colab_frozen"]["frozen_backbones"] and not result["colab_trained"]["frozen_backbones"]
     assert result["colab_frozen"]["grad_accum"] == result["colab_trained"]["grad_accum"] == 2
     assert "| colab recipe, all weights" in out.stdout
+
+
+def test_train_step_benchmark_smoke_mode(tmp_path, capsys):
+    """benchmarks/train_step.py times both attention variants on a small generated dataset and restores hat_min's
+    choice afterwards."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import train_step
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from data_prep import synthetic
+    from hat_min import encoders
+
+    data = synthetic.build(tmp_path / "data", n_train=128, n_val=8, n_test=8, progress=False)
+    result = train_step.main(["--smoke", "--data", str(data), "--json", str(tmp_path / "step.json")])
+    assert set(result["mean_s"]) == {"eager", "sdpa"} and result["steps_timed"] == 1
+    assert all(m["step"] > 0 and set(train_step.PARTS) <= set(m) for m in result["mean_s"].values())
+    assert json.loads((tmp_path / "step.json").read_text())["sdpa_over_eager"] == result["sdpa_over_eager"]
+    assert "| eager |" in capsys.readouterr().out
+    assert encoders.CPU_ATTENTION == "eager"
