@@ -89,7 +89,7 @@ _RELATION_WORDS = {
 }
 # F = subject (top / left group), S = object (bottom / right group). True: a noun phrase that
 # may take a prefix such as "a picture of".
-_TEMPLATES = (
+_BASE_TEMPLATES = (
     ("{F} {fwd} {S}", True),
     ("{S} {back} {F}", True),
     ("{F} {be_F} {fwd} {S}", False),
@@ -101,6 +101,23 @@ _TEMPLATES = (
     ("{F} {end_F} and {S} {end_S}", True),
     ("{S} {end_S} and {F} {end_F}", True),
 )
+# More frames, off by default (``make_captions(..., more_frames=share)``, ``python -m data_prep.synthetic
+# --more-frames SHARE``). In the ten frames above, the group just before a relation phrase is always the one
+# it places ("F above S", "S below F", "S with F above it", "F at the top"), so the order of the words alone
+# tells which group is on top; in these eight it never is ("below a red circle is a blue star", "at the top is
+# F and at the bottom is S", "S and above it F"). They use only the words above, none of the held-out grammar's
+# (data_prep.phrasing).
+MORE_TEMPLATES = (
+    ("{fwd} {S} {be_F} {F}", False),
+    ("{back} {F} {be_S} {S}", False),
+    ("{fwd} {S} there {be_F} {F}", False),
+    ("{back} {F} there {be_S} {S}", False),
+    ("{end_F} {be_F} {F} and {end_S} {be_S} {S}", False),
+    ("{end_S} {be_S} {S} and {end_F} {be_F} {F}", False),
+    ("{S} and {fwd} {it_S} {F}", True),
+    ("{F} and {back} {it_F} {S}", True),
+)
+_TEMPLATES = _BASE_TEMPLATES + MORE_TEMPLATES  # every frame the parser reads
 _PREFIXES = ("", "", "", "a picture of ", "an image of ", "a drawing of ")
 
 
@@ -125,10 +142,12 @@ def _group_phrase(group: dict, rng: np.random.Generator, allow_with: bool) -> st
     return " ".join(w for w in words if w)
 
 
-def _one_caption(scene: dict, rng: np.random.Generator) -> str:
-    """One caption of `scene`, with a random template, synonyms, prefix and casing."""
+def _one_caption(scene: dict, rng: np.random.Generator, more_frames: float = 0.0) -> str:
+    """One caption of `scene`, with a random template, synonyms, prefix and casing; a template of
+    ``MORE_TEMPLATES`` with probability ``more_frames`` (no random draw for it at 0, the default data)."""
     subj, obj, words = scene["subject"], scene["object"], _RELATION_WORDS[scene["relation"]]
-    template, noun_phrase = pick_one(rng, _TEMPLATES)
+    more = more_frames > 0 and rng.random() < more_frames
+    template, noun_phrase = pick_one(rng, MORE_TEMPLATES if more else _BASE_TEMPLATES)
     allow_with = " with " not in template
     text = template.format(
         F=_group_phrase(subj, rng, allow_with),
@@ -149,9 +168,12 @@ def _one_caption(scene: dict, rng: np.random.Generator) -> str:
     return text
 
 
-def make_captions(scene: dict, rng: np.random.Generator, n: int = 5) -> list[str]:
-    """`n` different captions of `scene` (different ignoring case and the final period)."""
-    return distinct_captions(lambda: _one_caption(scene, rng), n, scene)
+def make_captions(scene: dict, rng: np.random.Generator, n: int = 5, more_frames: float = 0.0) -> list[str]:
+    """`n` different captions of `scene` (different ignoring case and the final period); ``more_frames``: the
+    share of them drawn from ``MORE_TEMPLATES``, 0 to 1."""
+    if not 0 <= more_frames <= 1:
+        raise ValueError(f"more_frames is a share of the captions, 0 to 1, not {more_frames!r}")
+    return distinct_captions(lambda: _one_caption(scene, rng, more_frames), n, scene)
 
 
 def distinct_captions(write, n: int, scene: dict) -> list[str]:

@@ -42,6 +42,7 @@ from data_prep.captions import (
     _TEXTURE_ADJ,
     _TEXTURE_WITH,
     COLOURS,
+    RELATIONS,
     distinct_captions,
     pick_one,
 )
@@ -147,6 +148,37 @@ def _one_caption(scene: dict, rng: np.random.Generator, new_words: bool) -> str:
 def phrase_captions(scene: dict, rng: np.random.Generator, new_words: bool = False, n: int = 5) -> list[str]:
     """``n`` different captions of ``scene`` in the new frames (and with ``new_words``, the new synonyms)."""
     return distinct_captions(lambda: _one_caption(scene, rng, new_words), n, scene)
+
+
+def _frame_regex(frame: str) -> re.Pattern:
+    """A full-match regex for the captions one frame writes, with any words of either grammar in its slots."""
+
+    def words(key: str) -> str:
+        options = [w for r in RELATIONS for table in (_RELATION_WORDS, _NEW_RELATION) for w in table[r][key]]
+        return "(?:" + "|".join(re.escape(w) for w in sorted(options, key=len, reverse=True)) + ")"
+    fill = {"F": ".+", "S": ".+", "fwd": words("fwd"), "back": words("back"), "be_S": "(?:is|are)",
+            "half_F": "(?:upper|left) half", "half_S": "(?:lower|right) half"}
+
+    def slot(part: str) -> str:
+        if not part.startswith("{"):
+            return re.escape(part)
+        verb = re.fullmatch(r"\{v_\w:(\w+)\}", part)  # {v_F:sit}: "sit" or "sits"
+        return rf"{verb[1]}s?" if verb else fill[part[1:-1]]
+
+    return re.compile("".join(slot(part) for part in re.split(r"(\{[^}]*\})", frame)))
+
+
+_FRAME_RES = [(frame, _frame_regex(frame)) for frame in _FRAMES]
+
+
+def frame_of(caption: str) -> str:
+    """The frame of ``_FRAMES`` that wrote a caption of this grammar, e.g. ``"{fwd} {S} one finds {F}"``
+    (F is the top / left group, S the other): to score a model frame by frame."""
+    norm = caption.strip().rstrip(".").lower()
+    found = [frame for frame, regex in _FRAME_RES if regex.fullmatch(norm)]
+    if len(found) != 1:
+        raise ValueError(f"not a caption of one frame of data_prep.phrasing ({len(found)} match): {caption!r}")
+    return found[0]
 
 
 def caption_words(text: str) -> set[str]:

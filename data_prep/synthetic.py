@@ -309,7 +309,8 @@ def render_scene(scene: dict, rng: np.random.Generator, image_size: int = 64, sc
     return canvas.resize((image_size, image_size), Image.LANCZOS)
 
 
-def _make_row(split: str, index: int, family: int, scene: dict, seed: int, image_size: int) -> dict:
+def _make_row(split: str, index: int, family: int, scene: dict, seed: int, image_size: int,
+              more_frames: float = 0.0) -> dict:
     """Lay out, render and caption one scene; return a dataset row."""
     rng = np.random.default_rng([seed, _STREAM[split], index])
     scene = {**scene, "image_size": image_size, "boxes": _layout(scene, rng, image_size)}
@@ -317,7 +318,7 @@ def _make_row(split: str, index: int, family: int, scene: dict, seed: int, image
     render_scene(scene, rng, image_size).save(buf, format="PNG")
     return {
         "image": image_cell(buf.getvalue()),
-        "captions": make_captions(scene, rng),
+        "captions": make_captions(scene, rng, more_frames=more_frames),
         "image_id": _ID_OFFSET[split] + index,
         "filename": f"{split}/{index:06d}.png",
         "scene": json.dumps(scene, sort_keys=True),
@@ -328,14 +329,18 @@ def _make_row(split: str, index: int, family: int, scene: dict, seed: int, image
 # ----------------------------------------------------------------------------- dataset
 def generate(
     n_train: int = 10_000, n_val: int = 500, n_test: int = 1_000, image_size: int = 64, seed: int = 0,
-    progress: bool = True, n_unseen: int | None = None,
+    progress: bool = True, n_unseen: int | None = None, more_frames: float = 0.0,
 ) -> datasets.DatasetDict:
     """Generate the synthetic dataset in memory (deterministic in all arguments).
 
     train / val / test, then the generalisation splits: test_unseen (``n_unseen`` new images, as many
     as test unless given; whole families whose every scene has a held-out combination), test_frames
-    and test_words (the test rows again, captions from the held-out grammar).
+    and test_words (the test rows again, captions from the held-out grammar). ``more_frames``: the share
+    of the generator's captions (every split but those two) written in ``captions.MORE_TEMPLATES``, whose
+    word order does not give the roles away; 0, the default, writes none and draws nothing for them.
     """
+    if not (isinstance(more_frames, (int, float)) and 0 <= more_frames <= 1):
+        raise SizeError(f"more_frames must be a share of the captions, 0 to 1, got {more_frames!r}")
     n_unseen = n_test if n_unseen is None else n_unseen
     check_sizes({"n_train": n_train, "n_val": n_val, "n_test": n_test, "n_unseen": n_unseen,
                  "image_size": image_size, "seed": seed})
@@ -350,7 +355,7 @@ def generate(
     for split in ("train", "val", "test", UNSEEN_SPLIT):
         rows[split] = []
         for i, (family, scene) in enumerate(scenes[split]):
-            rows[split].append(_make_row(split, i, family, scene, seed, image_size))
+            rows[split].append(_make_row(split, i, family, scene, seed, image_size, more_frames))
             bar.update()
     bar.close()
     for name in PHRASING_SPLITS:  # the test rows again, captions from the held-out grammar
@@ -424,6 +429,9 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=64,
                    help=f"side of the square images in pixels, {_range('image_size')}")
     p.add_argument("--seed", type=int, default=0, help="random seed, >= 0")
+    p.add_argument("--more-frames", type=float, default=0.0, metavar="SHARE",
+                   help="share of the captions, 0 to 1, written in frames that put the relation first "
+                        "(data_prep.captions.MORE_TEMPLATES; default 0: none)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     return p.parse_args(argv)
 
@@ -436,7 +444,7 @@ def main(argv: list[str] | None = None) -> None:
     check_sizes({"n_train": a.n_train, "n_val": a.n_val, "n_test": a.n_test, "n_unseen": n_unseen,
                  "image_size": a.image_size, "seed": a.seed}, flags=True)
     out = build(a.out, overwrite=a.overwrite, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test, n_unseen=n_unseen,
-                image_size=a.image_size, seed=a.seed)
+                image_size=a.image_size, seed=a.seed, **({"more_frames": a.more_frames} if a.more_frames else {}))
     total = a.n_train + a.n_val + a.n_test + n_unseen
     print(f"wrote {total} images (train {a.n_train}, val {a.n_val}, test {a.n_test}, {UNSEEN_SPLIT} {n_unseen} "
           f"with held-out attribute combinations, and the test images again as {' and '.join(PHRASING_SPLITS)} "

@@ -150,3 +150,21 @@ def test_deterministic_in_the_seed():
     one = phrasing.phrase_captions(scene, np.random.default_rng(5), new_words=True)
     assert one == phrasing.phrase_captions(scene, np.random.default_rng(5), new_words=True)
     assert one != phrasing.phrase_captions(scene, np.random.default_rng(6), new_words=True)
+
+
+@pytest.mark.parametrize("new_words", [False, True])
+def test_frame_of_names_the_frame_that_wrote_each_caption(data, monkeypatch, new_words):
+    scenes = [json.loads(s) for s in data["test"]["scene"][:40]]
+    for frame in phrasing._FRAMES:
+        monkeypatch.setattr(phrasing, "_FRAMES", (frame,))  # every caption from this frame alone
+        for i, scene in enumerate(scenes):
+            for text in phrasing.phrase_captions(scene, np.random.default_rng(i), new_words=new_words):
+                assert phrasing.frame_of(text) == frame, text
+        monkeypatch.undo()
+
+
+def test_frame_of_refuses_other_captions(data):
+    with pytest.raises(ValueError, match="not a caption of one frame"):
+        phrasing.frame_of(data["train"]["captions"][0][0])
+    with pytest.raises(ValueError, match="not a caption of one frame"):
+        phrasing.frame_of("a red circle and a blue star")
