@@ -7,7 +7,8 @@ Trains (or loads from ``--cache``) notebook 03's recipe, the demo recipe validat
 - for ``test_frames`` and ``test_words`` (their first ``--images`` images), text-to-image accuracy against
   each kind of swap (colour, texture, size, role, both; two-way, chance 50 %) for the captions of each
   held-out sentence frame (``data_prep.phrasing.frame_of``; F is the top / left group, S the other),
-  and within-family accuracy (4-way, chance 25 %) for the whole split.
+  with whether the group just before the generator's relation phrases is the one they place
+  (``data_prep.phrasing.order_rule``), and within-family accuracy (4-way, chance 25 %) for the whole split.
 
 Compare datasets: the default one, and one whose generator also writes frames that put the relation
 first (``python -m data_prep.synthetic --out data/more --more-frames 0.3``), where the order of the
@@ -25,37 +26,15 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_prep import PHRASING_SPLITS  # noqa: E402
-from data_prep.phrasing import _FRAMES, frame_of  # noqa: E402
+from data_prep.phrasing import FRAMES, frame_of, order_rule  # noqa: E402
 from hat_min import HATConfig  # noqa: E402
 from hat_min.evaluation.compositional import KINDS  # noqa: E402
 from hat_min.evaluation.data import load_splits  # noqa: E402
 from hat_min.evaluation.knockout import family_level_scores  # noqa: E402
 from hat_min.training.loop import TrainConfig, train_or_load  # noqa: E402
-
-
-def frame_table(scores, captions: list[str]) -> dict[str, dict]:
-    """{frame: {"captions": n, kind: t2i accuracy in percent}} from a FamilyScores of all levels."""
-    sims = scores.sims(tuple(range(len(scores.weights))))  # (N_img, N_cap), -inf outside families
-    n_img, n_cap = sims.shape
-    owner = torch.arange(n_cap) // scores.captions_per_image  # (N_cap,)
-    hits = sims[owner, torch.arange(n_cap)][:, None] > sims.T  # (N_cap, N_img) own image beats that one
-    kind = scores.labels.kind_matrix()[owner]  # (N_cap, N_img) the swap between own image and that one
-    frames = [frame_of(c) for c in captions]
-    out = {}
-    for frame in _FRAMES:
-        mine = torch.tensor([f == frame for f in frames])  # (N_cap,)
-        row = {"captions": int(mine.sum())}
-        for k, name in enumerate(KINDS):
-            where = mine[:, None] & (kind == k)
-            if where.any():
-                row[name] = 100.0 * hits[where].float().mean().item()
-        out[frame] = row
-    return out
 
 
 def learning_curve(run_dir: Path) -> list[dict]:
@@ -93,16 +72,20 @@ def main(argv=None) -> dict:
         for name in PHRASING_SPLITS:
             split = splits[name].select(range(min(images, len(splits[name]))))
             scores = family_level_scores(model, split)
-            table = frame_table(scores, [c for caps in split["captions"] for c in caps])
+            texts = [c for caps in split["captions"] for c in caps]
+            table = scores.caption_groups([frame_of(t) for t in texts], tuple(range(len(scores.weights))))
+            table = {frame: table[frame] for frame in FRAMES if frame in table}  # the grammar's order
             whole = scores.metrics(tuple(range(len(scores.weights))))
             run["splits"][name] = {"frames": table, "family_i2t": whole["family_i2t"],
                                    "family_t2i": whole["family_t2i"]}
             print(f"\n### {name}, first {len(split)} images: within family {whole['family_i2t']:.1f} / "
                   f"{whole['family_t2i']:.1f} % (i2t / t2i); by frame, t2i against each kind of swap (percent)\n")
-            print("| frame | captions | " + " | ".join(KINDS) + " |\n|---|---|" + "---|" * len(KINDS))
+            print("| frame | group just before the relation | captions | " + " | ".join(KINDS) + " |\n|---|---|---|"
+                  + "---|" * len(KINDS))
             for frame, row in table.items():
                 cells = [f"{row[k]:.1f}" if k in row else "-" for k in KINDS]
-                print(f"| `{frame}` | {row['captions']} | " + " | ".join(cells) + " |")
+                before = {True: "the one it places", False: "the other", None: "none"}[order_rule(frame)]
+                print(f"| `{frame}` | {before} | {row['captions']} | " + " | ".join(cells) + " |")
         result["runs"][seed] = run
     return result
 

@@ -71,7 +71,7 @@ _HALVES = {"above": ("upper half", "lower half"), "left of": ("left half", "righ
 
 # ----------------------------------------------------------------------------- new frames
 # F = subject (top / left group), S = object (bottom / right group); {v_F} agrees with F ("sits" / "sit").
-_FRAMES = (
+FRAMES = (
     "we see {F} {fwd} {S}",
     "you can see {S} {back} {F}",
     "{F} {v_F:sit} {fwd} {S}",
@@ -98,7 +98,7 @@ GENERATOR_WORDS = frozenset(_words((_COUNT_WORDS, _SIZE_WORDS, _TEXTURE_ADJ, _TE
                                     _RELATION_WORDS, tuple(COLOURS), tuple(t for t, _ in _TEMPLATES), _PREFIXES,
                                     "is are it them")))
 # the words of the new frames that the generator never writes: every frame holds at least one
-FRAME_WORDS = frozenset(_words((tuple(re.sub(r"\{v_\w:(\w+)\}", r"\1 \1s", f) for f in _FRAMES), _HALVES))
+FRAME_WORDS = frozenset(_words((tuple(re.sub(r"\{v_\w:(\w+)\}", r"\1 \1s", f) for f in FRAMES), _HALVES))
                         - GENERATOR_WORDS)  # a verb {v_F:sit} is "sit" or "sits"
 # every word of this grammar that the generator never writes (frame words and synonyms)
 NEW_WORDS = frozenset((FRAME_WORDS | _words((_NEW_COUNT, _NEW_SIZE, _NEW_COLOUR, _NEW_TEXTURE, _NEW_SHAPE,
@@ -126,7 +126,7 @@ def _one_caption(scene: dict, rng: np.random.Generator, new_words: bool) -> str:
     """One caption of ``scene`` from a random new frame."""
     subj, obj, relation = scene["subject"], scene["object"], scene["relation"]
     known, new = _RELATION_WORDS[relation], _NEW_RELATION[relation]
-    frame = pick_one(rng, _FRAMES)
+    frame = pick_one(rng, FRAMES)
     fill = {
         "F": _group_phrase(subj, rng, new_words), "S": _group_phrase(obj, rng, new_words),
         "fwd": _choose(rng, known["fwd"], new["fwd"], new_words),
@@ -168,17 +168,37 @@ def _frame_regex(frame: str) -> re.Pattern:
     return re.compile("".join(slot(part) for part in re.split(r"(\{[^}]*\})", frame)))
 
 
-_FRAME_RES = [(frame, _frame_regex(frame)) for frame in _FRAMES]
+_FRAME_RES = [(frame, _frame_regex(frame)) for frame in FRAMES]
 
 
 def frame_of(caption: str) -> str:
-    """The frame of ``_FRAMES`` that wrote a caption of this grammar, e.g. ``"{fwd} {S} one finds {F}"``
+    """The frame of ``FRAMES`` that wrote a caption of this grammar, e.g. ``"{fwd} {S} one finds {F}"``
     (F is the top / left group, S the other): to score a model frame by frame."""
     norm = caption.strip().rstrip(".").lower()
     found = [frame for frame, regex in _FRAME_RES if regex.fullmatch(norm)]
     if len(found) != 1:
         raise ValueError(f"not a caption of one frame of data_prep.phrasing ({len(found)} match): {caption!r}")
     return found[0]
+
+
+# The generator's relation phrases and the group each places: "F above S" and "F at the top" place F,
+# "S below F" and "S at the bottom" place S.
+_PLACES = {"fwd": "F", "back": "S", "end_F": "F", "end_S": "S"}
+
+
+def order_rule(frame: str) -> bool | None:
+    """Whether, in a frame of either grammar, the group just before each of the generator's relation phrases
+    ({fwd}, {back}, {end_F}, {end_S}) is the group that phrase places: True if always (every one of the
+    generator's ten frames), False if the other group at least once ("{F} and {S}, the former {fwd} the
+    latter"), None if no group stands before any ("{fwd} {S} one finds {F}"). A reader that takes the group
+    just before "above" to be the upper one is right on True frames and wrong on False ones."""
+    verdicts, last = [], None
+    for slot in re.findall(r"\{(\w+)", frame):
+        if slot in ("F", "S"):
+            last = slot
+        elif slot in _PLACES and last is not None:
+            verdicts.append(last == _PLACES[slot])
+    return all(verdicts) if verdicts else None
 
 
 def caption_words(text: str) -> set[str]:

@@ -132,3 +132,30 @@ def test_cached_scores_are_read_back_and_keyed_by_the_weights(generated_test, th
         changed.text_proj[0].weight.add_(0.01)  # other weights: another key, so it must encode (and fail here)
     with pytest.raises(AssertionError, match="encoded again"):
         family_level_scores(changed, generated_test, cache_dir=tmp_path)
+
+
+def test_caption_groups_against_counting_caption_by_caption(generated_test):
+    """FamilyScores.caption_groups: text-to-image accuracy per kind of swap for each group of captions, on seeded
+    scores, equals counting every (caption, other family member) pair in a loop."""
+    from hat_min.evaluation.compositional import KINDS
+    from hat_min.evaluation.knockout import FamilyScores
+
+    labels = family_labels(generated_test)
+    images, captions = family_pairs(labels, 5)
+    per_level = torch.randn(3, len(images), generator=torch.Generator().manual_seed(0))
+    scores = FamilyScores(per_level, images, captions, (1.0, 0.5, 2.0), labels, 5)
+    n_cap = 5 * labels.family.shape[0]
+    groups = [("a", "b", "c")[c % 3] if c % 7 else "d" for c in range(n_cap)]  # uneven groups across captions
+    table = scores.caption_groups(groups, (0, 2))
+    sims, kind = scores.sims((0, 2)), labels.kind_matrix()
+    assert list(table) == list(dict.fromkeys(groups))
+    for group, row in table.items():
+        assert row["captions"] == groups.count(group)
+        for k, name in enumerate(KINDS):
+            hits = [bool(sims[c // 5, c] > sims[j, c]) for c in range(n_cap) if groups[c] == group
+                    for j in range(sims.shape[0]) if kind[c // 5, j] == k]
+            assert (name in row) == bool(hits)
+            if hits:
+                assert row[name] == pytest.approx(100 * sum(hits) / len(hits))
+    with pytest.raises(ValueError, match="groups has 3 entries"):
+        scores.caption_groups(["a", "b", "c"], (0,))

@@ -107,7 +107,7 @@ def _reader():
     rel_re = f"(?P<rel>{alt(relation)})"
     halves = {h: rel for rel, pair in phrasing._HALVES.items() for h in pair}
     frames = []
-    for frame in phrasing._FRAMES:
+    for frame in phrasing.FRAMES:
         body = re.escape(frame)
         for name, pattern in (("F", f"(?P<F>{group})"), ("S", f"(?P<S>{group})"), ("fwd", rel_re), ("back", rel_re),
                               ("half_F", f"(?P<half>{alt(halves)})"), ("half_S", alt(halves)),
@@ -155,8 +155,8 @@ def test_deterministic_in_the_seed():
 @pytest.mark.parametrize("new_words", [False, True])
 def test_frame_of_names_the_frame_that_wrote_each_caption(data, monkeypatch, new_words):
     scenes = [json.loads(s) for s in data["test"]["scene"][:40]]
-    for frame in phrasing._FRAMES:
-        monkeypatch.setattr(phrasing, "_FRAMES", (frame,))  # every caption from this frame alone
+    for frame in phrasing.FRAMES:
+        monkeypatch.setattr(phrasing, "FRAMES", (frame,))  # every caption from this frame alone
         for i, scene in enumerate(scenes):
             for text in phrasing.phrase_captions(scene, np.random.default_rng(i), new_words=new_words):
                 assert phrasing.frame_of(text) == frame, text
@@ -168,3 +168,22 @@ def test_frame_of_refuses_other_captions(data):
         phrasing.frame_of(data["train"]["captions"][0][0])
     with pytest.raises(ValueError, match="not a caption of one frame"):
         phrasing.frame_of("a red circle and a blue star")
+
+
+def test_order_rule_holds_in_every_generator_frame_and_in_none_of_the_more_frames():
+    from data_prep.captions import _BASE_TEMPLATES, MORE_TEMPLATES
+
+    assert all(phrasing.order_rule(t) is True for t, _ in _BASE_TEMPLATES)
+    assert all(phrasing.order_rule(t) is not True for t, _ in MORE_TEMPLATES)
+    assert {t: phrasing.order_rule(t) for t, _ in MORE_TEMPLATES if phrasing.order_rule(t) is False} == {
+        "{end_F} {be_F} {F} and {end_S} {be_S} {S}": False, "{end_S} {be_S} {S} and {end_F} {be_F} {F}": False,
+        "{S} and {fwd} {it_S} {F}": False, "{F} and {back} {it_F} {S}": False}
+
+
+def test_order_rule_of_the_held_out_frames():
+    rule = {f: phrasing.order_rule(f) for f in phrasing.FRAMES}
+    assert rule["{F} and {S}, the former {fwd} the latter"] is False  # S stands just before "above", F is placed
+    assert rule["{S} and {F}, the latter {fwd} the former"] is True
+    assert rule["{fwd} {S} one finds {F}"] is None and rule["{back} {F} one finds {S}"] is None
+    assert rule["the {half_F} shows {F} and the {half_S} shows {S}"] is None  # "upper half" is not the generator's
+    assert sum(v is True for v in rule.values()) == 6

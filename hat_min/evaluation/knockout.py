@@ -14,6 +14,7 @@ the 5,000,000 of its whole gallery. Recall@K needs the whole gallery (``evaluate
     scores = family_level_scores(model, splits["test_frames"])   # each level alone, on the pairs inside families
     scores.metrics((0, 1, 2))                                     # all levels: {"family_i2t": ..., "winoground_group": ...}
     scores.counts((2,))                                           # the top level alone, family by family
+    scores.caption_groups(frames, (0, 1, 2))                      # t2i per kind of swap, for each group of captions
     level_subsets(3)                                              # (0, 1, 2), (1, 2), (0, 2), ..., (0,)
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 
 from ..scan import hierarchical_score
 from .cache import load_scores, save_scores, score_key
-from .compositional import FamilyLabels, family_accuracy, family_counts, family_labels
+from .compositional import KINDS, FamilyLabels, family_accuracy, family_counts, family_labels
 from .protocols import _scoring_device, default_chunk_size, encode
 
 
@@ -60,6 +61,27 @@ class FamilyScores:
     def counts(self, subset: tuple[int, ...]) -> dict[str, Tensor]:
         """``family_counts`` of ``subset``: {metric: (F, 2) hits and queries per family}."""
         return family_counts(self.sims(subset), self.labels, self.captions_per_image)
+
+    def caption_groups(self, groups: list, subset: tuple[int, ...]) -> dict:
+        """Text-to-image accuracy against each kind of swap, for each group of captions (``groups[c]`` is caption
+        c's group, e.g. the sentence frame that wrote it): {group: {"captions": n, kind: percent}}, groups in
+        order of first appearance; a kind no caption of the group meets is left out."""
+        sims = self.sims(subset)  # (N_img, N_cap), -inf outside families
+        n_cap = sims.shape[1]
+        if len(groups) != n_cap:
+            raise ValueError(f"groups has {len(groups)} entries for {n_cap} captions")
+        owner = torch.arange(n_cap) // self.captions_per_image  # (N_cap,)
+        hits = sims[owner, torch.arange(n_cap)][:, None] > sims.T  # (N_cap, N_img) own image beats that one
+        kind = self.labels.kind_matrix()[owner]  # (N_cap, N_img) the swap between its own image and that one
+        out = {}
+        for group in dict.fromkeys(groups):
+            mine = torch.tensor([g == group for g in groups])  # (N_cap,)
+            out[group] = {"captions": int(mine.sum())}
+            for k, name in enumerate(KINDS):
+                where = mine[:, None] & (kind == k)
+                if where.any():
+                    out[group][name] = 100.0 * hits[where].float().mean().item()
+        return out
 
 
 def family_pairs(labels: FamilyLabels, captions_per_image: int = 5) -> tuple[Tensor, Tensor]:
