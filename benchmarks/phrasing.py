@@ -17,6 +17,7 @@ words no longer tells which group is on top.
     python benchmarks/phrasing.py                                   # data/synthetic, seed 0
     python benchmarks/phrasing.py --data data/more --seeds 0 1
     python benchmarks/phrasing.py --data data/more --max-steps 1000      # a longer run
+    python benchmarks/phrasing.py --data data/more --lr 1e-3             # a higher rate
     python benchmarks/phrasing.py --smoke --data DIR                # 2 steps (checks that it runs)
 """
 from __future__ import annotations
@@ -51,10 +52,13 @@ def main(argv=None) -> dict:
     p.add_argument("--cache", default="runs/phrasing", help="where the runs are kept")
     p.add_argument("--max-steps", type=int, default=None, help="train this many steps instead of the recipe's 400 "
                    "(the last 150 still cool down): does a longer run learn what 400 steps do not?")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate instead of the recipe's 5e-4")
     p.add_argument("--smoke", action="store_true", help="2 steps, 8 images (checks that it runs)")
     args = p.parse_args(argv)
     overrides = {"max_steps": 2, "warmup_steps": 1, "cooldown_steps": 1, "val_every": 1, "val_images": 8} \
         if args.smoke else {"max_steps": args.max_steps, "epochs": 10} if args.max_steps else {}
+    if args.lr:
+        overrides["lr"] = args.lr
     images = 8 if args.smoke else args.images
     splits = load_splits(args.data)
     result = {"data": args.data, "images": images, "runs": {}}
