@@ -23,7 +23,6 @@ words no longer tells which group is on top.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -35,13 +34,8 @@ from hat_min import HATConfig  # noqa: E402
 from hat_min.evaluation.compositional import KINDS  # noqa: E402
 from hat_min.evaluation.data import load_splits  # noqa: E402
 from hat_min.evaluation.knockout import family_level_scores  # noqa: E402
+from hat_min.training import read_metrics  # noqa: E402
 from hat_min.training.loop import TrainConfig, train_or_load  # noqa: E402
-
-
-def learning_curve(run_dir: Path) -> list[dict]:
-    """The validations of a run's metrics.jsonl, in order."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line)["validation"] for line in lines if '"validation"' in line]
 
 
 def main(argv=None) -> dict:
@@ -66,7 +60,7 @@ def main(argv=None) -> dict:
         cfg = TrainConfig.preset("notebook", seed=seed, **overrides)
         model, summary = train_or_load(HATConfig.preset("minilm"), cfg, args.data, cache_dir=args.cache,
                                        progress=False)
-        curve = learning_curve(Path(summary["out_dir"]))
+        _, curve = read_metrics(Path(summary["out_dir"]) / "metrics.jsonl")  # the validations, in order
         run = {"curve": curve, "splits": {}}
         print(f"\n## seed {seed}: {args.data}\n\nvalidation, within family and role swaps (i2t / t2i, percent):\n")
         print("| step | within family | role swaps |\n|---|---|---|")

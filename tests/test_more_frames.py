@@ -31,13 +31,14 @@ def test_default_captions_are_the_ones_written_before_the_option_existed():
     assert captions.make_captions(SCENE, np.random.default_rng(7), more_frames=0.0) == before
 
 
-def _more_regexes(relation):
-    return [captions._template_regex(t, np_, relation) for t, np_ in captions.MORE_TEMPLATES]
+# the parser's regexes of the MORE_TEMPLATES, per relation
+_MORE_REGEXES = {relation: [captions._template_regex(t, np_, relation) for t, np_ in captions.MORE_TEMPLATES]
+                 for relation in captions.RELATIONS}
 
 
 def _is_more(text: str, relation: str) -> bool:
     norm = " ".join(text.lower().rstrip(".").split())
-    return any(r.fullmatch(norm) for r in _more_regexes(relation))
+    return any(r.fullmatch(norm) for r in _MORE_REGEXES[relation])
 
 
 @pytest.fixture(scope="module")
