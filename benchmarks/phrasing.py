@@ -10,14 +10,17 @@ Trains (or loads from ``--cache``) notebook 03's recipe, the demo recipe validat
   with whether the group just before the generator's relation phrases is the one they place
   (``data_prep.phrasing.order_rule``), and within-family accuracy (4-way, chance 25 %) for the whole split.
 
-Compare datasets: the default one, and one whose generator also writes frames that put the relation
-first (``python -m data_prep.synthetic --out data/more --more-frames 0.3``), where the order of the
-words no longer tells which group is on top.
+Compare datasets: the default one, and one whose generator also writes frames where the order of the words
+no longer tells which group is on top (``python -m data_prep.synthetic --out data/more --more-frames 0.3``);
+and on the latter, recipes: longer, a higher rate, or a caption curriculum (``--base-frames-until 0.6``:
+``TrainConfig.base_frames_until_accuracy``, the generator's ten base frames only until the running in-batch
+accuracy reaches 0.6, i.e. until the roles are found through the order of the words).
 
     python benchmarks/phrasing.py                                   # data/synthetic, seed 0
     python benchmarks/phrasing.py --data data/more --seeds 0 1
     python benchmarks/phrasing.py --data data/more --max-steps 1000      # a longer run
     python benchmarks/phrasing.py --data data/more --lr 1e-3             # a higher rate
+    python benchmarks/phrasing.py --data data/more --base-frames-until 0.6 --seeds 0 1 2   # the curriculum
     python benchmarks/phrasing.py --smoke --data DIR                # 2 steps (checks that it runs)
 """
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_prep import PHRASING_SPLITS  # noqa: E402
-from data_prep.phrasing import FRAMES, frame_of, order_rule  # noqa: E402
+from data_prep.phrasing import FRAMES, ORDER_RULE_LABELS, frame_of, order_rule  # noqa: E402
 from hat_min import HATConfig  # noqa: E402
 from hat_min.evaluation.compositional import KINDS  # noqa: E402
 from hat_min.evaluation.data import load_splits  # noqa: E402
@@ -47,12 +50,17 @@ def main(argv=None) -> dict:
     p.add_argument("--max-steps", type=int, default=None, help="train this many steps instead of the recipe's 400 "
                    "(the last 150 still cool down): does a longer run learn what 400 steps do not?")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate instead of the recipe's 5e-4")
+    p.add_argument("--base-frames-until", type=float, default=None, metavar="ACCURACY",
+                   help="train on the generator's base frames only until the running in-batch accuracy reaches "
+                        "this (a caption curriculum; default: none)")
     p.add_argument("--smoke", action="store_true", help="2 steps, 8 images (checks that it runs)")
     args = p.parse_args(argv)
     overrides = {"max_steps": 2, "warmup_steps": 1, "cooldown_steps": 1, "val_every": 1, "val_images": 8} \
         if args.smoke else {"max_steps": args.max_steps, "epochs": 10} if args.max_steps else {}
     if args.lr:
         overrides["lr"] = args.lr
+    if args.base_frames_until is not None:
+        overrides["base_frames_until_accuracy"] = args.base_frames_until
     images = 8 if args.smoke else args.images
     splits = load_splits(args.data)
     result = {"data": args.data, "images": images, "runs": {}}
@@ -82,7 +90,7 @@ def main(argv=None) -> dict:
                   + "---|" * len(KINDS))
             for frame, row in table.items():
                 cells = [f"{row[k]:.1f}" if k in row else "-" for k in KINDS]
-                before = {True: "the one it places", False: "the other", None: "none"}[order_rule(frame)]
+                before = ORDER_RULE_LABELS[order_rule(frame)]
                 print(f"| `{frame}` | {before} | {row['captions']} | " + " | ".join(cells) + " |")
         result["runs"][seed] = run
     return result

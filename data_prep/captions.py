@@ -168,11 +168,19 @@ def _one_caption(scene: dict, rng: np.random.Generator, more_frames: float = 0.0
     return text
 
 
+def more_frames_problem(share) -> str | None:
+    """What is wrong with ``share`` as ``more_frames`` (a number from 0 to 1), or None if nothing."""
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        return f"more_frames must be a share of the captions, 0 to 1, got {share!r}"
+    return None
+
+
 def make_captions(scene: dict, rng: np.random.Generator, n: int = 5, more_frames: float = 0.0) -> list[str]:
     """`n` different captions of `scene` (different ignoring case and the final period); ``more_frames``: the
     share of them drawn from ``MORE_TEMPLATES``, 0 to 1."""
-    if not 0 <= more_frames <= 1:
-        raise ValueError(f"more_frames is a share of the captions, 0 to 1, not {more_frames!r}")
+    problem = more_frames_problem(more_frames)
+    if problem:
+        raise ValueError(problem)
     return distinct_captions(lambda: _one_caption(scene, rng, more_frames), n, scene)
 
 
@@ -235,6 +243,16 @@ def _parse_group(text: str) -> dict:
         raise ValueError(f"not a group phrase: {text!r}")
     return {"count": _COUNT_OF[m["count"]], "size": _SIZE_OF[m["size"]], "colour": m["colour"],
             "texture": _TEXTURE_OF[textures[0]] if textures else "plain", "shape": SHAPE_OF[m["shape"]]}
+
+
+_MORE_PARSERS = [_template_regex(t, np_, rel) for t, np_ in MORE_TEMPLATES for rel in RELATIONS]
+
+
+def in_more_frame(text: str) -> bool:
+    """Whether ``text`` is a caption of the generator written in one of ``MORE_TEMPLATES`` (the frames whose word
+    order does not tell which group is on top); False for a caption in the ten base frames and for any other text."""
+    norm = " ".join(text.lower().strip().rstrip(".").replace(",", " ").split())
+    return any(regex.fullmatch(norm) for regex in _MORE_PARSERS)
 
 
 def parse_caption(text: str) -> dict:

@@ -201,6 +201,9 @@ def order_rule(frame: str) -> bool | None:
     return all(verdicts) if verdicts else None
 
 
+ORDER_RULE_LABELS = {True: "the one it places", False: "the other", None: "none"}  # order_rule's verdicts, in words
+
+
 def caption_words(text: str) -> set[str]:
     """The lower-case words of a caption (hyphenated words kept whole), as ``FRAME_WORDS`` holds them."""
     return _words(text)

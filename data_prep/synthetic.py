@@ -92,6 +92,7 @@ from data_prep.captions import (  # noqa: F401  (re-exported: the public names o
     held_out_combinations,
     is_unseen,
     make_captions,
+    more_frames_problem,
     parse_caption,
     pick_one,
 )
@@ -339,8 +340,8 @@ def generate(
     of the generator's captions (every split but those two) written in ``captions.MORE_TEMPLATES``, whose
     word order does not give the roles away; 0, the default, writes none and draws nothing for them.
     """
-    if not (isinstance(more_frames, (int, float)) and 0 <= more_frames <= 1):
-        raise SizeError(f"more_frames must be a share of the captions, 0 to 1, got {more_frames!r}")
+    if more_frames_problem(more_frames):  # before anything is rendered
+        raise SizeError(more_frames_problem(more_frames))
     n_unseen = n_test if n_unseen is None else n_unseen
     check_sizes({"n_train": n_train, "n_val": n_val, "n_test": n_test, "n_unseen": n_unseen,
                  "image_size": image_size, "seed": seed})
@@ -430,8 +431,8 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"side of the square images in pixels, {_range('image_size')}")
     p.add_argument("--seed", type=int, default=0, help="random seed, >= 0")
     p.add_argument("--more-frames", type=float, default=0.0, metavar="SHARE",
-                   help="share of the captions, 0 to 1, written in frames that put the relation first "
-                        "(data_prep.captions.MORE_TEMPLATES; default 0: none)")
+                   help="share of the captions, 0 to 1, written in frames whose word order does not tell which "
+                        "group is on top (data_prep.captions.MORE_TEMPLATES; default 0: none)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     return p.parse_args(argv)
 

@@ -36,6 +36,30 @@ def test_train_pairs_cover_every_caption(splits):
     assert image_id == splits["train"][1]["image_id"]
 
 
+def test_base_frames_only_replaces_captions_in_the_more_frames_with_base_ones_of_the_same_image():
+    from data_prep.captions import in_more_frame
+
+    split = generate(n_train=16, n_val=4, n_test=4, seed=3, progress=False, more_frames=0.5)["train"]
+    caps = split["captions"]
+    pairs = TrainPairs(split, CFG.replace(train_hflip=False))
+    everything = [pairs[i][1] for i in range(len(pairs))]
+    pairs.base_frames_only = True
+    base = [pairs[i][1] for i in range(len(pairs))]
+    assert any(in_more_frame(c) for c in everything)  # something to replace
+    for i, (before, after) in enumerate(zip(everything, base)):
+        row = i // 5
+        assert after in caps[row]  # always a caption of the same image
+        if not in_more_frame(before):
+            assert after == before  # a base-frame caption is kept
+        elif any(not in_more_frame(c) for c in caps[row]):
+            assert not in_more_frame(after)
+        else:
+            assert after == before  # an image with no base-frame caption keeps its own
+    assert base == [pairs[i][1] for i in range(len(pairs))]  # the same replacement every time
+    pairs.base_frames_only = False
+    assert [pairs[i][1] for i in range(len(pairs))] == everything
+
+
 @pytest.mark.parametrize("preload", [True, False])
 def test_flip_moves_pixels_and_words_together(splits, monkeypatch, preload):
     split = splits["train"]

@@ -2,7 +2,8 @@
 
 Off by default, and then the default data is what it was before they existed (the notebooks' numbers
 rest on it); on, they are captions of the generator's grammar: parsed back into their scene, with the
-generator's words only, none of the held-out grammar's.
+generator's words only, none of the held-out grammar's; ``captions.in_more_frame`` tells them from the
+generator's ten base frames.
 """
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import datasets
 import numpy as np
 import pytest
 
-from data_prep import captions, phrasing, synthetic
+from data_prep import PHRASING_SPLITS, captions, phrasing, synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = {"relation": "above",
@@ -72,6 +73,18 @@ def test_more_frames_use_the_generators_words_and_none_of_the_held_out_grammar(d
                     captions.parse_caption(text)
 
 
+def test_in_more_frame_tells_the_more_frames_from_the_base_ones(data):
+    for split in ("train", "val", "test"):
+        for caps, scene in zip(data[split]["captions"], data[split]["scene"]):
+            relation = synthetic.json.loads(scene)["relation"]
+            assert [captions.in_more_frame(c) for c in caps] == [_is_more(c, relation) for c in caps]
+            assert [captions.in_more_frame(captions.flip_caption(c)) for c in caps] == [_is_more(c, relation)
+                                                                                         for c in caps]
+    for split in PHRASING_SPLITS:
+        assert not any(captions.in_more_frame(c) for caps in data[split]["captions"] for c in caps)
+    assert not captions.in_more_frame("a photo of a dog on a sofa")
+
+
 def test_share_one_writes_only_more_frames_and_zero_none():
     rng = np.random.default_rng(0)
     for relation in captions.RELATIONS:
@@ -80,12 +93,12 @@ def test_share_one_writes_only_more_frames_and_zero_none():
         assert not any(_is_more(t, relation) for t in captions.make_captions(scene, rng, n=20))
 
 
-@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan"), "half"])
+@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan"), "half", True])
 def test_a_share_outside_0_to_1_is_refused_before_any_work(share):
     with pytest.raises(ValueError, match="more_frames"):
         synthetic.generate(n_train=8, n_val=4, n_test=4, progress=False, more_frames=share)
     with pytest.raises(ValueError, match="more_frames"):
-        captions.make_captions(SCENE, np.random.default_rng(0), more_frames=share if share != "half" else 2)
+        captions.make_captions(SCENE, np.random.default_rng(0), more_frames=share)
 
 
 def test_cli_more_frames(tmp_path):

@@ -20,6 +20,9 @@ FAST = TrainConfig(epochs=2, batch_size=16, lr=1e-3, optimizer="adamw", schedule
                    negatives="curriculum", switch_accuracy=0.2, checkpoint_every=3, workers=0)
 
 
+UNTIL = 0.01  # a running in-batch accuracy the small model passes within a few steps (its accuracy: 3-9 %)
+
+
 class Crash(Exception):
     pass
 
@@ -59,6 +62,47 @@ def test_resume_after_a_crash_reaches_the_same_result(data, tmp_path, by_family)
     assert [r["step"] for r in steps_resumed] == list(range(1, 7))  # no duplicated records
     assert [r["loss"] for r in steps_resumed] == pytest.approx([r["loss"] for r in steps_whole])
     assert vals_resumed == vals_whole
+
+
+def test_base_frames_until_accuracy_trains_on_the_base_frames_first_and_resumes_alike(tmp_path, monkeypatch):
+    from data_prep.captions import in_more_frame
+    from hat_min.training import data as training_data
+
+    seen = []  # (caption, whether its image has a caption in the base frames), in the order training reads them
+    getitem = training_data.TrainPairs.__getitem__
+
+    def record(self, key):
+        item = getitem(self, key)
+        row = self.pairs[key[0] if isinstance(key, tuple) else key][0]
+        seen.append((item[1], any(not in_more_frame(c) for c in self.captions[row])))
+        return item
+
+    monkeypatch.setattr(training_data.TrainPairs, "__getitem__", record)
+    data = tmp_path / "more"  # 40 pairs, half of the captions in the more frames
+    generate(n_train=8, n_val=4, n_test=4, seed=1, progress=False, more_frames=0.5).save_to_disk(str(data))
+    cfg = FAST.replace(epochs=3, checkpoint_every=1, base_frames_until_accuracy=UNTIL)
+    _, whole = train(MODEL, cfg, data, tmp_path / "whole", progress=False)
+    steps = read_metrics(tmp_path / "whole" / "metrics.jsonl")[0]
+    ema, crossed = 0.0, None  # the running accuracy, recomputed from the log
+    for record in steps:
+        ema = 0.9 * ema + 0.1 * record["accuracy"]
+        if crossed is None and ema >= UNTIL:
+            crossed = record["step"]
+    assert whole["all_captions_from_step"] == crossed and 1 <= crossed < 6  # the switch happens inside the run
+    first, later = seen[:crossed * 16], seen[crossed * 16:]
+    assert len(seen) == 6 * 16
+    assert not any(in_more_frame(c) and has_base for c, has_base in first)  # until then: base frames only
+    assert any(in_more_frame(c) for c, _ in later)  # then every caption
+    with pytest.raises(Crash):
+        train(MODEL, cfg, data, tmp_path / "killed", progress=False, on_step=_crash_at(crossed))  # at the switch
+    _, resumed = train(MODEL, cfg, data, tmp_path / "killed", resume=True, progress=False)
+    assert resumed["best_rsum"] == pytest.approx(whole["best_rsum"])
+    assert resumed["all_captions_from_step"] == crossed
+    for key, value in _weights(tmp_path / "whole" / "last").items():
+        torch.testing.assert_close(_weights(tmp_path / "killed" / "last")[key], value, msg=key)
+    for bad in (0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="base_frames_until_accuracy"):
+            TrainConfig(base_frames_until_accuracy=bad)
 
 
 def test_val_every_validates_during_the_epoch_and_resumes_alike(data, tmp_path):

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ..scan import hierarchical_score
 from .cache import load_scores, save_scores, score_key
-from .compositional import KINDS, FamilyLabels, family_accuracy, family_counts, family_labels
+from .compositional import KINDS, FamilyLabels, _family_hits, family_accuracy, family_counts, family_labels
 from .protocols import _scoring_device, default_chunk_size, encode
 
 
@@ -67,20 +67,19 @@ class FamilyScores:
         c's group, e.g. the sentence frame that wrote it): {group: {"captions": n, kind: percent}}, groups in
         order of first appearance; a kind no caption of the group meets is left out."""
         sims = self.sims(subset)  # (N_img, N_cap), -inf outside families
-        n_cap = sims.shape[1]
-        if len(groups) != n_cap:
-            raise ValueError(f"groups has {len(groups)} entries for {n_cap} captions")
-        owner = torch.arange(n_cap) // self.captions_per_image  # (N_cap,)
-        hits = sims[owner, torch.arange(n_cap)][:, None] > sims.T  # (N_cap, N_img) own image beats that one
-        kind = self.labels.kind_matrix()[owner]  # (N_cap, N_img) the swap between its own image and that one
+        if len(groups) != sims.shape[1]:
+            raise ValueError(f"groups has {len(groups)} entries for {sims.shape[1]} captions")
+        kinds = _family_hits(sims, self.labels, self.captions_per_image)  # {metric: (hits, where, family)}
         out = {}
         for group in dict.fromkeys(groups):
             mine = torch.tensor([g == group for g in groups])  # (N_cap,)
             out[group] = {"captions": int(mine.sum())}
-            for k, name in enumerate(KINDS):
-                where = mine[:, None] & (kind == k)
-                if where.any():
-                    out[group][name] = 100.0 * hits[where].float().mean().item()
+            for name in KINDS:
+                if f"family_t2i_{name}" in kinds:
+                    hits, where, _ = kinds[f"family_t2i_{name}"]  # (N_cap, N_img) caption beats that member; counts
+                    where = where & mine[:, None]
+                    if where.any():
+                        out[group][name] = 100.0 * hits[where].float().mean().item()
         return out
 
 

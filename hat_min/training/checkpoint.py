@@ -54,7 +54,8 @@ class TrainState:
     best_rsum: float = -math.inf  # best validation rSum so far
     hardest: bool = False  # curriculum: training with the hardest negative now
     hardest_from_step: int | None = None  # when the curriculum switched
-    accuracy_ema: float = 0.0  # running in-batch accuracy (drives the curriculum)
+    accuracy_ema: float = 0.0  # running in-batch accuracy (drives the curricula)
+    all_captions_from_step: int | None = None  # caption curriculum: when training left the base frames (None: not yet)
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per validation
 
 

@@ -102,18 +102,20 @@ def _train(model_config: HATConfig, train_config: TrainConfig, data_dir, out_dir
         epoch, done_in_epoch = divmod(run.state.step, run.steps_per_epoch)
         _set_backbones_trainable(run.model, epoch >= run.cfg.freeze_backbone_epochs,
                                  text_frozen(run.model.config, run.cfg), run.cfg.text_train_layers)
+        pairs.base_frames_only = _base_frames_only(run)
         loader = train_loader(pairs, model_config, run.cfg.batch_size // run.cfg.grad_accum, tokenizer,
                               run.cfg.workers, run.cfg.seed, epoch, start=done_in_epoch * run.cfg.grad_accum,
                               rank=run.rank, world=run.world, device=run.dev, by_family=_by_family(run, pairs))
         if not _run_epoch(run, loader, epoch, progress, on_step, splits["val"]):
-            continue  # the batches change mid-epoch (families after the switch): a new loader, same epoch
+            continue  # the batches change mid-epoch (families, all captions): a new loader, same epoch
         _validate(run, splits["val"], progress)
         if run.rank == 0:
             run.save_last()
         dist.barrier()
     best_rsum = run.state.best_rsum if math.isfinite(run.state.best_rsum) else None  # None: never validated
     summary = {"steps": run.state.step, "best_rsum": best_rsum, "out_dir": str(run.out_dir),
-               "hardest_from_step": run.state.hardest_from_step, "seconds": round(time.monotonic() - run.started, 1)}
+               "hardest_from_step": run.state.hardest_from_step, "all_captions_from_step": run.state.all_captions_from_step,
+               "seconds": round(time.monotonic() - run.started, 1)}
     model = HAT.from_pretrained(run.out_dir / "best").to(run.dev) if (run.out_dir / "best").is_dir() else run.model
     return model, summary
 
@@ -224,6 +226,11 @@ def _by_family(run: _Run, pairs: TrainPairs) -> bool:
     return wanted and pairs.family_of_row is not None  # data without families: random batches
 
 
+def _base_frames_only(run: _Run) -> bool:
+    """Whether this part of the run trains on the generator's base frames only (base_frames_until_accuracy)."""
+    return run.cfg.base_frames_until_accuracy is not None and run.state.all_captions_from_step is None
+
+
 def _run_epoch(run: _Run, loader, epoch: int, progress: bool, on_step, val_split) -> bool:
     """Optimiser steps until the epoch ends, the step limit or the time budget (True), or until the
     batches must change (False); checkpoints, and validations every ``val_every`` steps, on the way."""
@@ -260,7 +267,8 @@ def _run_epoch(run: _Run, loader, epoch: int, progress: bool, on_step, val_split
             on_step(state, run.model)
         if end:
             break
-        if _by_family(run, loader.dataset) != loader.batch_sampler.by_family:
+        if (_by_family(run, loader.dataset) != loader.batch_sampler.by_family
+                or _base_frames_only(run) != loader.dataset.base_frames_only):
             bar.close()
             return False
     bar.close()
@@ -314,10 +322,14 @@ def _loss_name(state: TrainState, cfg: TrainConfig) -> str:
 
 
 def _update_curriculum(state: TrainState, cfg: TrainConfig, accuracy: float) -> None:
-    """Keep a running in-batch accuracy; switch to the hardest negative once it passes the threshold."""
+    """Keep a running in-batch accuracy; switch to the hardest negative once it passes the threshold, and from the
+    base frames to all captions once it passes theirs."""
     state.accuracy_ema = 0.9 * state.accuracy_ema + 0.1 * accuracy
     if cfg.negatives == "curriculum" and not state.hardest and state.accuracy_ema >= cfg.switch_accuracy:
         state.hardest, state.hardest_from_step = True, state.step
+    until = cfg.base_frames_until_accuracy
+    if until is not None and state.all_captions_from_step is None and state.accuracy_ema >= until:
+        state.all_captions_from_step = state.step
 
 
 def _validate(run: _Run, val_split, progress: bool) -> None:

@@ -54,6 +54,14 @@ class TrainConfig:
     # swap, so the model could rank its batch well from a bag of words alone. "never", "always",
     # or "after_switch": random batches while the curriculum's first loss learns the words, then families.
     batch_by_family: str = "never"
+    # A caption curriculum on the generated scenes: until the running in-batch accuracy (the one switch_accuracy
+    # reads) reaches this, a caption written in one of the frames whose word order does not tell which group is on
+    # top (data_prep.captions.MORE_TEMPLATES: "below F is S") trains as another caption of its image, in the
+    # generator's ten base frames ("S below F"), where the group just before the relation is the one it places.
+    # The roles are found through the word order first (on batches of whole families the accuracy stays near 0.5
+    # until they are), then learnt in the frames where it misleads. None: off (captions of other data are never
+    # replaced); a run whose accuracy never gets there trains on the base frames throughout.
+    base_frames_until_accuracy: float | None = None
     start_loss: str = "all"  # curriculum: the first loss, "all" (hinge over all negatives) or "infonce"
     end_loss: str = "hardest"  # curriculum: the loss after the switch, "hardest" (HAT's), "all" or "infonce"
     temperature: float = 0.1  # InfoNCE temperature on HAT's summed scores (HAT.objective)
@@ -110,6 +118,9 @@ class TrainConfig:
             problems.append(f"batch_by_family must be never, always or after_switch, not {self.batch_by_family!r}")
         if self.text_train_layers < 0:
             problems.append(f"text_train_layers must be >= 0, got {self.text_train_layers}")
+        if self.base_frames_until_accuracy is not None and not 0 < self.base_frames_until_accuracy <= 1:
+            problems.append("base_frames_until_accuracy must be in (0, 1] or None, got "
+                            f"{self.base_frames_until_accuracy}")
         if self.warmup_steps < 0 or self.cooldown_steps < 0:
             problems.append(f"warmup_steps and cooldown_steps must be >= 0, got {self.warmup_steps} and "
                             f"{self.cooldown_steps}")
