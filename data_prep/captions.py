@@ -168,6 +168,12 @@ def _one_caption(scene: dict, rng: np.random.Generator, more_frames: float = 0.0
     return text
 
 
+def base_frame_caption(scene: dict, rng: np.random.Generator) -> str:
+    """One caption of ``scene`` in the generator's ten base frames (the word order tells which group is on top):
+    what the caption curriculum trains on before it shows the ``MORE_TEMPLATES`` (hat_min.training.data)."""
+    return _one_caption(scene, rng)
+
+
 def more_frames_problem(share) -> str | None:
     """What is wrong with ``share`` as ``more_frames`` (a number from 0 to 1), or None if nothing."""
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
@@ -245,19 +251,24 @@ def _parse_group(text: str) -> dict:
             "texture": _TEXTURE_OF[textures[0]] if textures else "plain", "shape": SHAPE_OF[m["shape"]]}
 
 
-_MORE_PARSERS = [_template_regex(t, np_, rel) for t, np_ in MORE_TEMPLATES for rel in RELATIONS]
+_MORE_PARSERS = [regex for _, regex in _PARSERS[len(_BASE_TEMPLATES) * len(RELATIONS):]]  # MORE_TEMPLATES' regexes
+
+
+def _normalise(text: str) -> str:
+    """``text`` as the parsers read it: lower case, no final period, no commas, single spaces."""
+    return " ".join(text.lower().strip().rstrip(".").replace(",", " ").split())
 
 
 def in_more_frame(text: str) -> bool:
     """Whether ``text`` is a caption of the generator written in one of ``MORE_TEMPLATES`` (the frames whose word
     order does not tell which group is on top); False for a caption in the ten base frames and for any other text."""
-    norm = " ".join(text.lower().strip().rstrip(".").replace(",", " ").split())
+    norm = _normalise(text)
     return any(regex.fullmatch(norm) for regex in _MORE_PARSERS)
 
 
 def parse_caption(text: str) -> dict:
     """Read a synthetic caption back into a canonical scene {relation, subject, object}."""
-    norm = " ".join(text.lower().strip().rstrip(".").replace(",", " ").split())
+    norm = _normalise(text)
     for relation, regex in _PARSERS:
         m = regex.fullmatch(norm)
         if m:

@@ -328,9 +328,17 @@ def _make_row(split: str, index: int, family: int, scene: dict, seed: int, image
 
 
 # ----------------------------------------------------------------------------- dataset
+# The share of the generator's captions written in the eight frames whose word order does not tell which group is on
+# top (captions.MORE_TEMPLATES): without them the demo model learns the roles from the order of the words and
+# misreads new phrasings (data_prep/README.md). 0.3 from 2026-12-04; 0 gives the earlier dataset.
+MORE_FRAMES = 0.3
+# The default dataset (``build``, ``ensure_default``, the CLI): what `make demo` and the notebooks train on.
+DEFAULTS = {"n_train": 10_000, "n_val": 500, "n_test": 1_000, "image_size": 64, "seed": 0, "more_frames": MORE_FRAMES}
+
+
 def generate(
     n_train: int = 10_000, n_val: int = 500, n_test: int = 1_000, image_size: int = 64, seed: int = 0,
-    progress: bool = True, n_unseen: int | None = None, more_frames: float = 0.0,
+    progress: bool = True, n_unseen: int | None = None, more_frames: float = MORE_FRAMES,
 ) -> datasets.DatasetDict:
     """Generate the synthetic dataset in memory (deterministic in all arguments).
 
@@ -338,7 +346,8 @@ def generate(
     as test unless given; whole families whose every scene has a held-out combination), test_frames
     and test_words (the test rows again, captions from the held-out grammar). ``more_frames``: the share
     of the generator's captions (every split but those two) written in ``captions.MORE_TEMPLATES``, whose
-    word order does not give the roles away; 0, the default, writes none and draws nothing for them.
+    word order does not give the roles away (default ``MORE_FRAMES``, 0.3; 0 writes none and draws nothing
+    for them: the dataset as it was before 2026-12-04).
     """
     if more_frames_problem(more_frames):  # before anything is rendered
         raise SizeError(more_frames_problem(more_frames))
@@ -388,7 +397,7 @@ def _dataset(rows: list[dict]) -> datasets.Dataset:
 
 def build(out: str | Path, overwrite: bool = False, **kwargs) -> Path:
     """Generate (see `generate` for keyword arguments) and atomically save to OUT."""
-    params = {"n_train": 10_000, "n_val": 500, "n_test": 1_000, "image_size": 64, "seed": 0, **kwargs}
+    params = {**DEFAULTS, **kwargs}
     if params.get("n_unseen") is None:  # the card records the size test_unseen got
         params["n_unseen"] = params["n_test"]
     check_out(out, overwrite)  # fail before the work, not after (generate checks the sizes before any)
@@ -402,11 +411,33 @@ def build(out: str | Path, overwrite: bool = False, **kwargs) -> Path:
 
 
 def ensure_default(out: str | Path) -> Path:
-    """Return OUT, first building the default synthetic dataset there if it is missing."""
+    """Return OUT, first building the default synthetic dataset there if it is missing (an existing dataset
+    is kept as it is: ``not_default`` says how it differs)."""
     out = Path(out)
     if (out / "dataset_dict.json").is_file():
         return out
     return build(out)
+
+
+def not_default(out: str | Path) -> str | None:
+    """How the generated dataset at OUT differs from the default one (its card, synthetic.json, against
+    ``DEFAULTS``), as a sentence with the command that rebuilds it; None if it is the default one, or if
+    it has no card (data prepared otherwise)."""
+    card = Path(out) / "synthetic.json"
+    if not card.is_file():
+        return None
+    try:
+        meta = json.loads(card.read_text())
+    except (OSError, ValueError):
+        return None
+    meta.setdefault("more_frames", 0.0)  # cards written before the option existed
+    meta.setdefault("n_unseen", meta.get("n_test"))
+    wanted = {**DEFAULTS, "n_unseen": DEFAULTS["n_test"]}
+    differ = [f"{k} {meta.get(k)!r} (default {v!r})" for k, v in wanted.items() if meta.get(k) != v]
+    if not differ:
+        return None
+    return (f"the dataset at {out} is not the default one: {', '.join(differ)}; the demo's numbers are measured on "
+            f"the default (`python -m data_prep.synthetic --out {out} --overwrite` rebuilds it, about a minute)")
 
 
 def _range(key: str) -> str:
@@ -430,9 +461,10 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=64,
                    help=f"side of the square images in pixels, {_range('image_size')}")
     p.add_argument("--seed", type=int, default=0, help="random seed, >= 0")
-    p.add_argument("--more-frames", type=float, default=0.0, metavar="SHARE",
+    p.add_argument("--more-frames", type=float, default=MORE_FRAMES, metavar="SHARE",
                    help="share of the captions, 0 to 1, written in frames whose word order does not tell which "
-                        "group is on top (data_prep.captions.MORE_TEMPLATES; default 0: none)")
+                        f"group is on top (data_prep.captions.MORE_TEMPLATES; default {MORE_FRAMES}; 0: none, "
+                        "the dataset before 2026-12-04)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     return p.parse_args(argv)
 
@@ -445,7 +477,7 @@ def main(argv: list[str] | None = None) -> None:
     check_sizes({"n_train": a.n_train, "n_val": a.n_val, "n_test": a.n_test, "n_unseen": n_unseen,
                  "image_size": a.image_size, "seed": a.seed}, flags=True)
     out = build(a.out, overwrite=a.overwrite, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test, n_unseen=n_unseen,
-                image_size=a.image_size, seed=a.seed, **({"more_frames": a.more_frames} if a.more_frames else {}))
+                image_size=a.image_size, seed=a.seed, more_frames=a.more_frames)
     total = a.n_train + a.n_val + a.n_test + n_unseen
     print(f"wrote {total} images (train {a.n_train}, val {a.n_val}, test {a.n_test}, {UNSEEN_SPLIT} {n_unseen} "
           f"with held-out attribute combinations, and the test images again as {' and '.join(PHRASING_SPLITS)} "

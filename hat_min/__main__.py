@@ -204,7 +204,7 @@ def cmd_upgrade(args) -> list[str]:
 
 def cmd_demo(args) -> dict:
     from data_prep import GENERALISATION_SPLITS
-    from data_prep.synthetic import ensure_default
+    from data_prep.synthetic import ensure_default, not_default
 
     from .config import HATConfig
     from .evaluation.data import first_images, load_splits
@@ -215,6 +215,8 @@ def cmd_demo(args) -> dict:
 
     started = time.monotonic()
     data = ensure_default(args.data)
+    if not_default(data):
+        print(not_default(data), file=sys.stderr)
     model_cfg = HATConfig.preset(args.preset)
     train_cfg = TrainConfig.preset("demo", **({"max_steps": args.max_steps} if args.max_steps else {}))
     if any((Path(args.out) / name).exists() for name in ("metrics.jsonl", "best", "last")):

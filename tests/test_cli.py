@@ -125,8 +125,13 @@ def test_bad_rerank_options_are_one_line(data, tmp_path, extra, message):
 
 
 def test_demo_runs_end_to_end(data, tmp_path):
+    # a dataset card of the generator from before its more frames (nothing else reads it): the demo says so, and runs
+    (data / "synthetic.json").write_text(json.dumps({"generator": "data_prep.synthetic", "n_train": 16, "n_val": 4,
+                                                     "n_test": 6, "n_unseen": 6, "image_size": 64, "seed": 2}))
     out = run("demo", "--data", str(data), "--out", str(tmp_path / "demo"), "--max-steps", "2", "--general-images", "4")
     assert out.returncode == 0, out.stderr[-3000:]
+    assert f"the dataset at {data} is not the default one: n_train 16 (default 10000)" in out.stderr
+    assert "more_frames 0.0 (default 0.3)" in out.stderr and "--overwrite" in out.stderr
     last = json.loads(out.stdout.strip().splitlines()[-1])
     assert KEYS | FAMILY | WINOGROUND <= set(last) and last["data"] == str(data)
     assert {"pooled", "bag of words", "chance"} == set(last["baselines"])

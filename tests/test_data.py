@@ -36,10 +36,39 @@ def test_train_pairs_cover_every_caption(splits):
     assert image_id == splits["train"][1]["image_id"]
 
 
-def test_base_frames_only_replaces_captions_in_the_more_frames_with_base_ones_of_the_same_image():
+def test_base_frames_only_writes_base_frame_captions_of_the_same_scene_for_the_more_frames():
+    import json
+
+    from data_prep.captions import in_more_frame, parse_caption
+
+    split = generate(n_train=16, n_val=4, n_test=4, seed=3, progress=False, more_frames=0.5)["train"]
+    caps, scenes = split["captions"], [json.loads(s) for s in split["scene"]]
+    pairs = TrainPairs(split, CFG.replace(train_hflip=False))
+    everything = [pairs[(i, 1000 + i)][1] for i in range(len(pairs))]
+    pairs.base_frames_only = True
+    base = [pairs[(i, 1000 + i)][1] for i in range(len(pairs))]
+    assert sum(in_more_frame(c) for c in everything) >= 10  # something to replace
+    written = 0
+    for i, (before, after) in enumerate(zip(everything, base)):
+        row = i // 5
+        assert not in_more_frame(after) and parse_caption(after) == parse_caption(caps[row][0])  # same scene
+        assert parse_caption(after) == {k: scenes[row][k] for k in ("relation", "subject", "object")}
+        if not in_more_frame(before):
+            assert after == before  # a base-frame caption is kept
+        else:
+            written += after not in caps[row]
+    assert written >= 5  # new captions, not the image's own
+    assert base == [pairs[(i, 1000 + i)][1] for i in range(len(pairs))]  # the seed fixes the words
+    assert base != [pairs[(i, 2000 + i)][1] for i in range(len(pairs))]  # another epoch's seeds, other words
+    pairs.base_frames_only = False
+    assert [pairs[(i, 1000 + i)][1] for i in range(len(pairs))] == everything
+
+
+def test_base_frames_only_without_scene_records_uses_the_images_own_base_frame_captions():
     from data_prep.captions import in_more_frame
 
     split = generate(n_train=16, n_val=4, n_test=4, seed=3, progress=False, more_frames=0.5)["train"]
+    split = split.remove_columns("scene")  # as a real dataset: captions only
     caps = split["captions"]
     pairs = TrainPairs(split, CFG.replace(train_hflip=False))
     everything = [pairs[i][1] for i in range(len(pairs))]
@@ -56,8 +85,6 @@ def test_base_frames_only_replaces_captions_in_the_more_frames_with_base_ones_of
         else:
             assert after == before  # an image with no base-frame caption keeps its own
     assert base == [pairs[i][1] for i in range(len(pairs))]  # the same replacement every time
-    pairs.base_frames_only = False
-    assert [pairs[i][1] for i in range(len(pairs))] == everything
 
 
 @pytest.mark.parametrize("preload", [True, False])

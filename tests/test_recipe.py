@@ -31,6 +31,7 @@ def test_presets_and_copies():
     # the demo's run, with a validation curve, without the generalisation splits in its log
     assert notebook == TrainConfig.preset("demo").replace(val_every=100, log_generalisation=False)
     assert TrainConfig.preset("demo").batch_by_family == "always"  # whole families of hard negatives per batch
+    assert TrainConfig.preset("demo").base_frames_until_accuracy == 0.6  # the caption curriculum (2026-12-04)
     assert TrainConfig.preset("demo", lr=1e-3).lr == 1e-3
     with pytest.raises(ValueError, match="unknown training preset 'fast'"):
         TrainConfig.preset("fast")

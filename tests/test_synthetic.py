@@ -265,6 +265,35 @@ def test_ensure_default_builds_only_when_missing(tmp_path, monkeypatch):
     assert len(calls) == 1
 
 
+def test_not_default_names_what_differs_from_the_default_dataset(tmp_path):
+    def card(**params):
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        folder.mkdir()
+        (folder / "synthetic.json").write_text(json.dumps({"generator": "data_prep.synthetic", **params}))
+        return folder
+
+    default = {**synthetic.DEFAULTS, "n_unseen": synthetic.DEFAULTS["n_test"]}
+    assert synthetic.not_default(card(**default)) is None
+    old = {k: v for k, v in default.items() if k != "more_frames"}  # a card from before the option
+    message = synthetic.not_default(card(**old))
+    assert "more_frames 0.0 (default 0.3)" in message and "--overwrite" in message
+    assert "n_train 2000 (default 10000)" in synthetic.not_default(card(**{**default, "n_train": 2000}))
+    assert synthetic.not_default(tmp_path / "nothing here") is None  # data prepared otherwise: no card
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "synthetic.json").write_text("{not json")
+    assert synthetic.not_default(tmp_path / "broken") is None
+
+
+def test_the_default_dataset_writes_the_more_frames_and_its_card_says_so(tmp_path):
+    from data_prep.captions import in_more_frame
+
+    assert synthetic.DEFAULTS["more_frames"] == synthetic.MORE_FRAMES == 0.3
+    out = synthetic.build(tmp_path / "d", n_train=40, n_val=4, n_test=4, progress=False)
+    assert json.loads((out / "synthetic.json").read_text())["more_frames"] == 0.3
+    captions = [c for caps in datasets.load_from_disk(str(out))["train"]["captions"] for c in caps]
+    assert 0.15 < sum(map(in_more_frame, captions)) / len(captions) < 0.45
+
+
 def test_cli(tmp_path):
     out = tmp_path / "cli"
     cmd = [sys.executable, "-m", "data_prep.synthetic", "--out", str(out), "--n-train", "8", "--n-val", "4",

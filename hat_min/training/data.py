@@ -14,6 +14,9 @@ of the time, so a flipped image gets ``flip_caption(caption)``: left and right s
 """
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import torch
 from PIL import ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -21,7 +24,7 @@ from torchvision import transforms as T
 from tqdm.auto import tqdm
 
 from data_prep import to_rgb
-from data_prep.captions import flip_caption, in_more_frame
+from data_prep.captions import base_frame_caption, flip_caption, in_more_frame
 
 from ..config import HATConfig
 from ..encoders import load_tokenizer
@@ -51,9 +54,11 @@ class TrainPairs(Dataset):
         if preload and not no_crop:
             raise ValueError("preloading decodes each image once, which rules out random crops (train_crop_scale)")
         self.pixels = _decode_all(split, config, progress) if preload else None  # (N_img, 3, S, S) uint8
-        # True: a caption in one of the generator's MORE_TEMPLATES is replaced by one of its image's captions in
-        # the ten base frames (TrainConfig.base_frames_until_accuracy; the training loop sets it)
+        # True: a caption in one of the generator's MORE_TEMPLATES is replaced by a caption of the same image in the
+        # ten base frames (TrainConfig.base_frames_until_accuracy; the training loop sets it): a new one written from
+        # the image's scene record where the split has one (the generated scenes), else one of the image's own
         self.base_frames_only = False
+        self.scenes = list(split["scene"]) if "scene" in split.column_names else None  # (N_img,) JSON strings
         self._base_of_row: list[list[int]] | None = None  # per row, its captions in the base frames (built once)
 
     def __len__(self) -> int:
@@ -71,21 +76,25 @@ class TrainPairs(Dataset):
             groups.setdefault(family, []).append(pairs_of_row[row])
         return list(groups.values())
 
-    def _base_caption(self, row: int, k: int) -> int:
-        """Caption ``k`` of ``row`` if it is in the generator's base frames, else one of the row's base-frame
-        captions (the same one every time: the ``k % n``-th); ``k`` if the row has none."""
+    def _base_caption(self, row: int, k: int, seed: int | None) -> str:
+        """Caption ``k`` of ``row`` if it is in the generator's base frames; else a base-frame caption of the same
+        image: written afresh from its scene record (``seed`` fixes the words; one per (pair, epoch) from
+        ``EpochBatches``), or, without scene records, one of the row's own (the ``k % n``-th; ``k`` if it has none)."""
         if self._base_of_row is None:
             self._base_of_row = [[j for j, c in enumerate(caps) if not in_more_frame(c)] for caps in self.captions]
         base = self._base_of_row[row]
-        return k if k in base or not base else base[k % len(base)]
+        if k in base:
+            return self.captions[row][k]
+        if self.scenes is not None:
+            rng = np.random.default_rng(seed if seed is not None else int(torch.randint(2**62, ())))
+            return base_frame_caption(json.loads(self.scenes[row]), rng)
+        return self.captions[row][base[k % len(base)] if base else k]
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, str, int]:
         """``key`` is an index, or (index, seed): the seed fixes this sample's flip and crop."""
         index, seed = key if isinstance(key, tuple) else (key, None)
         row, k = self.pairs[index]
-        if self.base_frames_only:
-            k = self._base_caption(row, k)
-        caption = self.captions[row][k]
+        caption = self._base_caption(row, k, seed) if self.base_frames_only else self.captions[row][k]
         if self.pixels is not None:  # decoded up front: the flip is the only random choice
             # the seed's lowest bit is a fair coin (seeds are uniform); no RNG to fork, 0.4 ms less an item
             coin = seed & 1 if seed is not None else int(torch.randint(2, ()))

@@ -64,6 +64,11 @@ class Profile:
         """The profile's dataset folder under ``root``, built there first when it is missing."""
         out = Path(root) / self.data
         if (out / "dataset_dict.json").is_file():
+            if self.name == "offline":
+                from data_prep.synthetic import not_default
+
+                if not_default(out):
+                    print(not_default(out))
             return out
         if self.name == "paper":
             from data_prep import hub
