@@ -21,7 +21,9 @@ has its hard negatives in the test split. Scene descriptions never repeat across
 Scenes are stored canonically: `relation` is "above" or "left of" and reads
 "subject relation object"; "below" / "right of" describe the same scenes with the roles
 exchanged, and the captions use all four (plus synonyms and re-phrasings such as
-"B below A" for "A above B").
+"B below A" for "A above B"). Seven captions in ten (by default, ``MORE_FRAMES``) are in ten frames where the
+group just before the relation word is the one it places; three in ten in eight frames where it is not
+("below B is A"), so that the order of the words alone never tells which group is on top.
 
 Augmentation lesson: a horizontal flip turns "left of" into "right of". A loader that flips an
 image must flip its caption too - see `flip_caption` (and `flip_scene` for the scene record).
@@ -67,8 +69,12 @@ import argparse
 import io
 import json
 import math
+import multiprocessing
 import operator
+import os
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import datasets
@@ -338,7 +344,7 @@ DEFAULTS = {"n_train": 10_000, "n_val": 500, "n_test": 1_000, "image_size": 64, 
 
 def generate(
     n_train: int = 10_000, n_val: int = 500, n_test: int = 1_000, image_size: int = 64, seed: int = 0,
-    progress: bool = True, n_unseen: int | None = None, more_frames: float = MORE_FRAMES,
+    progress: bool = True, n_unseen: int | None = None, more_frames: float = MORE_FRAMES, workers: int | None = 1,
 ) -> datasets.DatasetDict:
     """Generate the synthetic dataset in memory (deterministic in all arguments).
 
@@ -347,7 +353,9 @@ def generate(
     and test_words (the test rows again, captions from the held-out grammar). ``more_frames``: the share
     of the generator's captions (every split but those two) written in ``captions.MORE_TEMPLATES``, whose
     word order does not give the roles away (default ``MORE_FRAMES``, 0.3; 0 writes none and draws nothing
-    for them: the dataset as it was before 2026-12-04).
+    for them: the dataset as it was before 2026-12-04). ``workers``: processes that render the images (1, the
+    default: this one; None: one per core, at most 8, from ``PARALLEL_FROM`` images on, as the command line and
+    ``ensure_default`` ask); every image has its own random stream, so the dataset is the same whatever the number.
     """
     if more_frames_problem(more_frames):  # before anything is rendered
         raise SizeError(more_frames_problem(more_frames))
@@ -359,15 +367,11 @@ def generate(
     scenes = {s: _split_scenes(sizes[s], np.random.default_rng([seed, _STREAM[s], 2**31]), seen,
                                unseen=s == UNSEEN_SPLIT)
               for s in (*_SPLIT_ORDER, UNSEEN_SPLIT)}
-    bar = tqdm(total=sum(sizes.values()), desc="rendering scenes", unit="img", disable=not progress,
-               mininterval=0.5)
-    rows = {}
-    for split in ("train", "val", "test", UNSEEN_SPLIT):
-        rows[split] = []
-        for i, (family, scene) in enumerate(scenes[split]):
-            rows[split].append(_make_row(split, i, family, scene, seed, image_size, more_frames))
-            bar.update()
-    bar.close()
+    jobs = [(split, i, family, scene, seed, image_size, more_frames)
+            for split in ("train", "val", "test", UNSEEN_SPLIT) for i, (family, scene) in enumerate(scenes[split])]
+    made = _render(jobs, _workers(len(jobs)) if workers is None else workers, progress)
+    rows = {split: [row for job, row in zip(jobs, made) if job[0] == split]
+            for split in ("train", "val", "test", UNSEEN_SPLIT)}
     for name in PHRASING_SPLITS:  # the test rows again, captions from the held-out grammar
         rows[name] = [{**row, "captions": phrase_captions(json.loads(row["scene"]),
                                                           np.random.default_rng([seed, _STREAM[name], i]),
@@ -390,6 +394,37 @@ SPLIT_CARD = {
 }
 
 
+# From this many images on, ``generate`` renders in several processes (fewer: starting them costs more than it saves).
+PARALLEL_FROM = 2_000
+
+
+def _workers(n_images: int) -> int:
+    """Rendering processes for ``n_images``: one per core this process may use, at most 8; 1 below PARALLEL_FROM."""
+    if n_images < PARALLEL_FROM:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def _make_row_of(job: tuple) -> dict:
+    """``_make_row(*job)``, for a process pool."""
+    return _make_row(*job)
+
+
+def _render(jobs: list[tuple], workers: int, progress: bool) -> list[dict]:
+    """The rows of ``jobs`` (``_make_row`` arguments), in order, rendered by ``workers`` processes (1: this one).
+
+    The pool forks where the platform can and this process runs one thread (nothing to import again; the
+    rendering uses numpy and PIL only); otherwise (a Jupyter kernel has several threads) it spawns."""
+    bar = dict(total=len(jobs), desc="rendering scenes", unit="img", disable=not progress, mininterval=0.5)
+    if workers <= 1:
+        return [_make_row_of(job) for job in tqdm(jobs, **bar)]
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods and threading.active_count() == 1 else "spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return list(tqdm(pool.map(_make_row_of, jobs, chunksize=64), **bar))
+
+
 def _dataset(rows: list[dict]) -> datasets.Dataset:
     """Rows of ``_make_row`` as a ``datasets.Dataset``."""
     return datasets.Dataset.from_dict({k: [r[k] for r in rows] for k in SCENE_FEATURES}, features=SCENE_FEATURES)
@@ -403,6 +438,7 @@ def build(out: str | Path, overwrite: bool = False, **kwargs) -> Path:
     check_out(out, overwrite)  # fail before the work, not after (generate checks the sizes before any)
     dsdict = generate(**params)
     params.pop("progress", None)
+    params.pop("workers", None)  # how it was rendered, not what
     meta = json.dumps({"generator": "data_prep.synthetic", **params,
                        "splits": {name: {"images": len(dsdict[name]), "what": SPLIT_CARD[name]} for name in dsdict},
                        "held_out_combinations": list(HELD_OUT_COMBINATIONS)}, indent=2)
@@ -416,7 +452,7 @@ def ensure_default(out: str | Path) -> Path:
     out = Path(out)
     if (out / "dataset_dict.json").is_file():
         return out
-    return build(out)
+    return build(out, workers=None)
 
 
 def not_default(out: str | Path) -> str | None:
@@ -477,7 +513,7 @@ def main(argv: list[str] | None = None) -> None:
     check_sizes({"n_train": a.n_train, "n_val": a.n_val, "n_test": a.n_test, "n_unseen": n_unseen,
                  "image_size": a.image_size, "seed": a.seed}, flags=True)
     out = build(a.out, overwrite=a.overwrite, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test, n_unseen=n_unseen,
-                image_size=a.image_size, seed=a.seed, more_frames=a.more_frames)
+                image_size=a.image_size, seed=a.seed, more_frames=a.more_frames, workers=None)
     total = a.n_train + a.n_val + a.n_test + n_unseen
     print(f"wrote {total} images (train {a.n_train}, val {a.n_val}, test {a.n_test}, {UNSEEN_SPLIT} {n_unseen} "
           f"with held-out attribute combinations, and the test images again as {' and '.join(PHRASING_SPLITS)} "

@@ -259,10 +259,25 @@ def test_ensure_default_builds_only_when_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(synthetic, "build", lambda out, **kw: calls.append(out) or Path(out))
     assert synthetic.ensure_default(tmp_path / "missing") == tmp_path / "missing"
     assert calls == [tmp_path / "missing"]
+    monkeypatch.setattr(synthetic, "build", lambda out, **kw: calls.append(kw) or Path(out))
+    synthetic.ensure_default(tmp_path / "missing too")
+    assert calls[-1] == {"workers": None}  # one rendering process per core
+    calls.pop()
     (tmp_path / "ready").mkdir()
     (tmp_path / "ready" / "dataset_dict.json").write_text("{}")
     assert synthetic.ensure_default(tmp_path / "ready") == tmp_path / "ready"
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("threads", [1, 3])  # one thread: the pool forks; several (a Jupyter kernel): it spawns
+def test_rendering_in_several_processes_gives_the_same_dataset(monkeypatch, threads):
+    kw = dict(n_train=40, n_val=8, n_test=8, seed=4, progress=False)
+    one = synthetic.generate(**kw, workers=1)
+    monkeypatch.setattr(synthetic.threading, "active_count", lambda: threads)
+    two = synthetic.generate(**kw, workers=2)
+    for name in one:
+        assert one[name].to_dict() == two[name].to_dict(), name  # every image's bytes, caption, scene, id
+    assert synthetic._workers(synthetic.PARALLEL_FROM - 1) == 1 and synthetic._workers(synthetic.PARALLEL_FROM) >= 1
 
 
 def test_not_default_names_what_differs_from_the_default_dataset(tmp_path):

@@ -114,7 +114,8 @@ def _train(model_config: HATConfig, train_config: TrainConfig, data_dir, out_dir
         dist.barrier()
     best_rsum = run.state.best_rsum if math.isfinite(run.state.best_rsum) else None  # None: never validated
     summary = {"steps": run.state.step, "best_rsum": best_rsum, "out_dir": str(run.out_dir),
-               "hardest_from_step": run.state.hardest_from_step, "all_captions_from_step": run.state.all_captions_from_step,
+               "hardest_from_step": run.state.hardest_from_step,
+               "all_captions_from_step": run.state.all_captions_from_step,
                "seconds": round(time.monotonic() - run.started, 1)}
     model = HAT.from_pretrained(run.out_dir / "best").to(run.dev) if (run.out_dir / "best").is_dir() else run.model
     return model, summary
