@@ -357,8 +357,8 @@ def generate(
     default: this one; None: one per core, at most 8, from ``PARALLEL_FROM`` images on, as the command line and
     ``ensure_default`` ask); every image has its own random stream, so the dataset is the same whatever the number.
     """
-    if more_frames_problem(more_frames):  # before anything is rendered
-        raise SizeError(more_frames_problem(more_frames))
+    if problem := more_frames_problem(more_frames):  # before anything is rendered
+        raise SizeError(problem)
     n_unseen = n_test if n_unseen is None else n_unseen
     check_sizes({"n_train": n_train, "n_val": n_val, "n_test": n_test, "n_unseen": n_unseen,
                  "image_size": image_size, "seed": seed})

@@ -215,8 +215,8 @@ def cmd_demo(args) -> dict:
 
     started = time.monotonic()
     data = ensure_default(args.data)
-    if not_default(data):
-        print(not_default(data), file=sys.stderr)
+    if differs := not_default(data):
+        print(differs, file=sys.stderr)
     model_cfg = HATConfig.preset(args.preset)
     train_cfg = TrainConfig.preset("demo", **({"max_steps": args.max_steps} if args.max_steps else {}))
     if any((Path(args.out) / name).exists() for name in ("metrics.jsonl", "best", "last")):

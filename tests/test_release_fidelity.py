@@ -134,6 +134,24 @@ def test_profiles_follow_the_machine():
     assert gpu.batch_size > TrainConfig.preset("demo").batch_size and gpu.max_steps > TrainConfig.preset("demo").max_steps
 
 
+def test_the_offline_profile_builds_its_data_on_every_core_and_says_when_it_is_not_the_default(tmp_path, monkeypatch,
+                                                                                              capsys):
+    import json
+
+    from data_prep import synthetic
+
+    built = []
+    monkeypatch.setattr(synthetic, "build", lambda out, **kw: built.append(kw) or Path(out))
+    offline = profiles.PROFILES["offline"]
+    assert offline.ensure_data(tmp_path) == tmp_path / "data/synthetic" and built == [{"workers": None}]
+    folder = tmp_path / "data/synthetic"
+    folder.mkdir(parents=True)
+    (folder / "dataset_dict.json").write_text("{}")
+    (folder / "synthetic.json").write_text(json.dumps({**synthetic.DEFAULTS, "n_unseen": 1000, "more_frames": 0.0}))
+    assert offline.ensure_data(tmp_path) == folder and len(built) == 1  # kept, not rebuilt
+    assert "is not the default one: more_frames 0.0 (default 0.3)" in capsys.readouterr().out
+
+
 def test_the_colab_recipe_has_the_releases_two_phases():
     colab, paper = TrainConfig.preset("colab"), TrainConfig.preset("paper")
     per_epoch = 29_000 * 5 // colab.batch_size  # Flickr30K's training split: 2,500 steps of 58 pairs

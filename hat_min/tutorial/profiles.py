@@ -67,8 +67,8 @@ class Profile:
             if self.name == "offline":
                 from data_prep.synthetic import not_default
 
-                if not_default(out):
-                    print(not_default(out))
+                if differs := not_default(out):
+                    print(differs)
             return out
         if self.name == "paper":
             from data_prep import hub
@@ -77,7 +77,7 @@ class Profile:
         else:
             from data_prep import synthetic
 
-            synthetic.build(out, **(LARGE_SYNTHETIC if self.name == "offline-gpu" else {}))
+            synthetic.build(out, workers=None, **(LARGE_SYNTHETIC if self.name == "offline-gpu" else {}))  # every core
         return out
 
 
