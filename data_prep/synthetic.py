@@ -431,8 +431,9 @@ def _dataset(rows: list[dict]) -> datasets.Dataset:
 
 
 def build(out: str | Path, overwrite: bool = False, **kwargs) -> Path:
-    """Generate (see `generate` for keyword arguments) and atomically save to OUT."""
-    params = {**DEFAULTS, **kwargs}
+    """Generate (see `generate` for keyword arguments) and atomically save to OUT; unless ``workers`` says
+    otherwise, in one rendering process per core from 2,000 images on (``generate``'s default is one process)."""
+    params = {"workers": None, **DEFAULTS, **kwargs}
     if params.get("n_unseen") is None:  # the card records the size test_unseen got
         params["n_unseen"] = params["n_test"]
     check_out(out, overwrite)  # fail before the work, not after (generate checks the sizes before any)
@@ -452,7 +453,7 @@ def ensure_default(out: str | Path) -> Path:
     out = Path(out)
     if (out / "dataset_dict.json").is_file():
         return out
-    return build(out, workers=None)
+    return build(out)
 
 
 def not_default(out: str | Path) -> str | None:
@@ -513,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
     check_sizes({"n_train": a.n_train, "n_val": a.n_val, "n_test": a.n_test, "n_unseen": n_unseen,
                  "image_size": a.image_size, "seed": a.seed}, flags=True)
     out = build(a.out, overwrite=a.overwrite, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test, n_unseen=n_unseen,
-                image_size=a.image_size, seed=a.seed, more_frames=a.more_frames, workers=None)
+                image_size=a.image_size, seed=a.seed, more_frames=a.more_frames)
     total = a.n_train + a.n_val + a.n_test + n_unseen
     print(f"wrote {total} images (train {a.n_train}, val {a.n_val}, test {a.n_test}, {UNSEEN_SPLIT} {n_unseen} "
           f"with held-out attribute combinations, and the test images again as {' and '.join(PHRASING_SPLITS)} "

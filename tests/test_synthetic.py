@@ -1,5 +1,6 @@
 """Tests of data_prep.synthetic: determinism, schema, captions, hard negatives, flips, CLI."""
 import collections
+import inspect
 import json
 import re
 import subprocess
@@ -259,14 +260,28 @@ def test_ensure_default_builds_only_when_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(synthetic, "build", lambda out, **kw: calls.append(out) or Path(out))
     assert synthetic.ensure_default(tmp_path / "missing") == tmp_path / "missing"
     assert calls == [tmp_path / "missing"]
-    monkeypatch.setattr(synthetic, "build", lambda out, **kw: calls.append(kw) or Path(out))
-    synthetic.ensure_default(tmp_path / "missing too")
-    assert calls[-1] == {"workers": None}  # one rendering process per core
-    calls.pop()
     (tmp_path / "ready").mkdir()
     (tmp_path / "ready" / "dataset_dict.json").write_text("{}")
     assert synthetic.ensure_default(tmp_path / "ready") == tmp_path / "ready"
     assert len(calls) == 1
+
+
+def test_build_renders_in_one_process_per_core_unless_told(tmp_path, monkeypatch):
+    """build (the CLI, ensure_default and the offline profile call it) asks generate for a process per core
+    (workers=None), generate itself for one; a caller's workers wins."""
+    assert inspect.signature(synthetic.generate).parameters["workers"].default == 1
+    asked = []
+
+    def generate(**kw):
+        asked.append(kw["workers"])
+        raise KeyboardInterrupt  # stop before anything is rendered or written
+
+    monkeypatch.setattr(synthetic, "generate", generate)
+    for kw, want in (({}, None), ({"workers": 1}, 1), ({"workers": 3}, 3)):
+        with pytest.raises(KeyboardInterrupt):
+            synthetic.build(tmp_path / "out", **kw)
+        assert asked[-1] == want
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("threads", [1, 3])  # one thread: the pool forks; several (a Jupyter kernel): it spawns

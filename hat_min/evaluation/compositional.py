@@ -84,7 +84,8 @@ def family_accuracy(sims: Tensor, labels: FamilyLabels, captions_per_image: int 
     """Within-family accuracy (both directions), per kind of swap, and top-1 in the right family, in percent."""
     sims = _check_sims(sims, labels, captions_per_image)
     n_img, n_cap = sims.shape
-    out = {name: _percent(hits, where) for name, (hits, where, _) in _family_hits(sims, labels, captions_per_image).items()}
+    hits = family_hits(sims, labels, captions_per_image)
+    out = {name: _percent(hit, where) for name, (hit, where, _) in hits.items()}
     same = labels.family[:, None] == labels.family[None, :]  # (N, N)
     owner = torch.arange(n_cap) // captions_per_image  # (N_cap,)
     best = sims.view(n_img, n_img, captions_per_image).amax(-1)  # (N, N) image i's best caption of image j
@@ -105,7 +106,7 @@ def family_counts(sims: Tensor, labels: FamilyLabels, captions_per_image: int = 
     sims = _check_sims(sims, labels, captions_per_image)
     ids = torch.unique(labels.family)  # (F,) sorted
     out = {}
-    for name, (hits, where, family) in _family_hits(sims, labels, captions_per_image).items():
+    for name, (hits, where, family) in family_hits(sims, labels, captions_per_image).items():
         row = torch.searchsorted(ids, family[where])  # (Q,) each counted query's family row
         counts = torch.zeros(len(ids), 2)
         counts[:, 0].index_add_(0, row, hits[where].float())
@@ -114,7 +115,8 @@ def family_counts(sims: Tensor, labels: FamilyLabels, captions_per_image: int = 
     return out
 
 
-def _family_hits(sims: Tensor, labels: FamilyLabels, captions_per_image: int) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+def family_hits(sims: Tensor, labels: FamilyLabels,
+                captions_per_image: int) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
     """{metric: (hits, where, family)}, three tensors of one shape: whether each query (or query x member pair)
     was right, whether it counts, and the family it belongs to."""
     n_img, n_cap = sims.shape

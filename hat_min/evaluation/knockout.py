@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ..scan import hierarchical_score
 from .cache import load_scores, save_scores, score_key
-from .compositional import KINDS, FamilyLabels, _family_hits, family_accuracy, family_counts, family_labels
+from .compositional import KINDS, FamilyLabels, family_hits, family_accuracy, family_counts, family_labels
 from .protocols import _scoring_device, default_chunk_size, encode
 
 
@@ -69,7 +69,7 @@ class FamilyScores:
         sims = self.sims(subset)  # (N_img, N_cap), -inf outside families
         if len(groups) != sims.shape[1]:
             raise ValueError(f"groups has {len(groups)} entries for {sims.shape[1]} captions")
-        kinds = _family_hits(sims, self.labels, self.captions_per_image)  # {metric: (hits, where, family)}
+        kinds = family_hits(sims, self.labels, self.captions_per_image)  # {metric: (hits, where, family)}
         out = {}
         for group in dict.fromkeys(groups):
             mine = torch.tensor([g == group for g in groups])  # (N_cap,)

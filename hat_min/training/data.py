@@ -58,7 +58,9 @@ class TrainPairs(Dataset):
         # ten base frames (TrainConfig.base_frames_until_accuracy; the training loop sets it): a new one written from
         # the image's scene record where the split has one (the generated scenes), else one of the image's own
         self.base_frames_only = False
-        self.scenes = list(split["scene"]) if "scene" in split.column_names else None  # (N_img,) JSON strings
+        # read on the first base-frame caption (a run without the curriculum never reads them)
+        self._scene_split = split if "scene" in split.column_names else None
+        self._scenes: list[str] | None = None  # (N_img,) JSON strings
         self._base_of_row: list[list[int]] | None = None  # per row, its captions in the base frames (built once)
 
     def __len__(self) -> int:
@@ -85,9 +87,11 @@ class TrainPairs(Dataset):
         base = self._base_of_row[row]
         if k in base:
             return self.captions[row][k]
-        if self.scenes is not None:
+        if self._scene_split is not None:
+            if self._scenes is None:
+                self._scenes = list(self._scene_split["scene"])
             rng = np.random.default_rng(seed if seed is not None else int(torch.randint(2**62, ())))
-            return base_frame_caption(json.loads(self.scenes[row]), rng)
+            return base_frame_caption(json.loads(self._scenes[row]), rng)
         return self.captions[row][base[k % len(base)] if base else k]
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, str, int]:
