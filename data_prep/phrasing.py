@@ -16,7 +16,9 @@ or recognises a template:
 
 ``phrase_captions(scene, rng, new_words=False)`` writes five different captions of a scene from the
 new frames with the generator's own words for every attribute (the split ``test_frames`` of
-``data_prep.synthetic``); ``new_words=True`` uses a new synonym wherever one exists (``test_words``).
+``data_prep.synthetic``); ``new_words=True`` uses a new synonym wherever one exists (``test_words``);
+``new_words=("colour",)`` only for the kinds of word named (``WORD_KINDS``; ``benchmarks/words.py`` finds
+which kinds a model fails to read).
 tests/test_phrasing.py checks, over the generated data, that no training, validation or
 pretraining caption contains a frame word or a new word, and that no caption written here is a
 caption of the generator's grammar. This grammar is still only one more grammar: a model that
@@ -29,6 +31,7 @@ scores well on it may still fail on phrasings that neither grammar writes.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -105,32 +108,52 @@ NEW_WORDS = frozenset((FRAME_WORDS | _words((_NEW_COUNT, _NEW_SIZE, _NEW_COLOUR,
                                              _NEW_RELATION))) - GENERATOR_WORDS)
 
 
+# The kinds of word that have new synonyms: ``new_words`` may name some of them (one kind at a time: which words
+# a model fails to read) instead of True (all) or False (none).
+WORD_KINDS = ("count", "size", "colour", "texture", "shape", "relation")
+
+
+def new_word_kinds(new_words: bool | Iterable[str]) -> frozenset[str]:
+    """The kinds of word that take new synonyms: True = all of ``WORD_KINDS``, False = none, or the kinds named."""
+    if isinstance(new_words, (bool, np.bool_)):
+        return frozenset(WORD_KINDS) if new_words else frozenset()
+    if isinstance(new_words, str):
+        new_words = (new_words,)
+    kinds = frozenset(new_words)
+    unknown = sorted(kinds - set(WORD_KINDS))
+    if unknown:
+        raise ValueError(f"new_words names unknown kinds of word {unknown}; choose from {list(WORD_KINDS)} "
+                         f"(or True for all, False for none)")
+    return kinds
+
+
 def _choose(rng: np.random.Generator, known, new, new_words: bool):
     """A word for one slot: the generator's own, or with ``new_words`` a synonym it never writes."""
     return pick_one(rng, new) if new_words else pick_one(rng, known)
 
 
-def _group_phrase(group: dict, rng: np.random.Generator, new_words: bool) -> str:
-    """A noun phrase for one group: count, size, texture, colour, noun (textures also after the colour)."""
+def _group_phrase(group: dict, rng: np.random.Generator, kinds: frozenset[str]) -> str:
+    """A noun phrase for one group: count, size, texture, colour, noun (textures also after the colour); the
+    words of ``kinds`` are new synonyms."""
     plural = group["count"] > 1
-    count = _choose(rng, _COUNT_WORDS[group["count"]], _NEW_COUNT[group["count"]], new_words)
-    size = _choose(rng, _SIZE_WORDS[group["size"]], _NEW_SIZE[group["size"]], new_words)
-    colour = pick_one(rng, _NEW_COLOUR[group["colour"]]) if new_words else group["colour"]
-    texture = _choose(rng, _TEXTURE_ADJ[group["texture"]], _NEW_TEXTURE[group["texture"]], new_words)
-    noun = _choose(rng, _SHAPE_WORDS[group["shape"]], _NEW_SHAPE[group["shape"]], new_words)[plural]
+    count = _choose(rng, _COUNT_WORDS[group["count"]], _NEW_COUNT[group["count"]], "count" in kinds)
+    size = _choose(rng, _SIZE_WORDS[group["size"]], _NEW_SIZE[group["size"]], "size" in kinds)
+    colour = pick_one(rng, _NEW_COLOUR[group["colour"]]) if "colour" in kinds else group["colour"]
+    texture = _choose(rng, _TEXTURE_ADJ[group["texture"]], _NEW_TEXTURE[group["texture"]], "texture" in kinds)
+    noun = _choose(rng, _SHAPE_WORDS[group["shape"]], _NEW_SHAPE[group["shape"]], "shape" in kinds)[plural]
     words = [count, size, texture, colour, noun] if rng.random() < 0.5 else [count, size, colour, texture, noun]
     return " ".join(w for w in words if w)
 
 
-def _one_caption(scene: dict, rng: np.random.Generator, new_words: bool) -> str:
-    """One caption of ``scene`` from a random new frame."""
+def _one_caption(scene: dict, rng: np.random.Generator, kinds: frozenset[str]) -> str:
+    """One caption of ``scene`` from a random new frame, the words of ``kinds`` new synonyms."""
     subj, obj, relation = scene["subject"], scene["object"], scene["relation"]
     known, new = _RELATION_WORDS[relation], _NEW_RELATION[relation]
     frame = pick_one(rng, FRAMES)
     fill = {
-        "F": _group_phrase(subj, rng, new_words), "S": _group_phrase(obj, rng, new_words),
-        "fwd": _choose(rng, known["fwd"], new["fwd"], new_words),
-        "back": _choose(rng, known["back"], new["back"], new_words),
+        "F": _group_phrase(subj, rng, kinds), "S": _group_phrase(obj, rng, kinds),
+        "fwd": _choose(rng, known["fwd"], new["fwd"], "relation" in kinds),
+        "back": _choose(rng, known["back"], new["back"], "relation" in kinds),
         "half_F": _HALVES[relation][0], "half_S": _HALVES[relation][1],
         "be_S": "is" if obj["count"] == 1 else "are",
     }
@@ -145,9 +168,12 @@ def _one_caption(scene: dict, rng: np.random.Generator, new_words: bool) -> str:
     return text
 
 
-def phrase_captions(scene: dict, rng: np.random.Generator, new_words: bool = False, n: int = 5) -> list[str]:
-    """``n`` different captions of ``scene`` in the new frames (and with ``new_words``, the new synonyms)."""
-    return distinct_captions(lambda: _one_caption(scene, rng, new_words), n, scene)
+def phrase_captions(scene: dict, rng: np.random.Generator, new_words: bool | Iterable[str] = False,
+                    n: int = 5) -> list[str]:
+    """``n`` different captions of ``scene`` in the new frames; with ``new_words`` the new synonyms (True: for every
+    kind of word; or the kinds of ``WORD_KINDS`` named, e.g. ``("colour",)``)."""
+    kinds = new_word_kinds(new_words)
+    return distinct_captions(lambda: _one_caption(scene, rng, kinds), n, scene)
 
 
 def _frame_regex(frame: str) -> re.Pattern:

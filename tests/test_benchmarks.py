@@ -68,3 +68,52 @@ def test_phrasing_benchmark_smoke_mode(tmp_path, capsys):
         assert all(0 <= f[k] <= 100 for f in frames.values() for k in f if k != "captions")
     out = capsys.readouterr().out
     assert "| `{fwd} {S} one finds {F}` | none |" in out and "### test_words" in out
+
+
+def test_words_benchmark_reads_one_kind_at_a_time(tmp_path, capsys):
+    """benchmarks/words.py: its "all" captions are test_words's own, every new word is probed, the tables print."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import words
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from data_prep import phrasing, synthetic
+    from hat_min import HAT, HATConfig
+    from hat_min.evaluation.data import load_splits
+
+    data = synthetic.build(tmp_path / "data", n_train=16, n_val=8, n_test=8, progress=False)
+    splits = load_splits(data)
+    assert words.kind_captions(splits["test"], phrasing.WORD_KINDS, 0) == splits["test_words"]["captions"]
+    assert words.kind_captions(splits["test"], (), 0) != splits["test_frames"]["captions"]  # another stream
+    HAT(HATConfig.preset("tiny")).save_pretrained(tmp_path / "ckpt")
+    result = words.main(["--checkpoint", str(tmp_path / "ckpt"), "--data", str(data), "--images", "8",
+                         "--contexts", "2", "--json", str(tmp_path / "words.json")])
+    assert list(result["by_kind"]) == ["none (new frames only)", *phrasing.WORD_KINDS, "all (= test_words)"]
+    assert all(0 <= v <= 100 for m in result["by_kind"].values() for v in m.values())
+    new = {kind: sum(len(n) for _, n in words.MEANINGS[kind].values()) for kind in phrasing.WORD_KINDS}
+    assert new["colour"] == 16 and new["relation"] == 8
+    for reading in result["reading"].values():
+        for kind, levels in reading.items():
+            assert len(levels) == len(result["levels"])
+            assert all(level["total"] == new[kind] and 0 <= level["read"] <= level["total"] for level in levels)
+    assert json.loads((tmp_path / "words.json").read_text())["images"] == 8
+    out = capsys.readouterr().out
+    assert "| colour |" in out and "| MiniLM as shipped, level 1" in out
+
+
+def test_words_probe_puts_each_word_in_its_slot():
+    """Every probe caption holds its word at the span it names, and only the slot differs between a context's texts."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import words
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    for kind in words.KINDS:
+        for texts in words.probe_captions(kind, 3):
+            rests = set()
+            for (meaning, text), (caption, start, end) in texts.items():
+                slot = caption[start:end]
+                assert slot == text or (kind == "shape" and slot == words._plural(text)), (caption, text)
+                if kind != "count":  # a count's noun agrees with it
+                    rests.add(caption[:start] + "_" + caption[end:])
+            assert len(rests) <= 1, rests

@@ -187,3 +187,47 @@ def test_order_rule_of_the_held_out_frames():
     assert rule["{fwd} {S} one finds {F}"] is None and rule["{back} {F} one finds {S}"] is None
     assert rule["the {half_F} shows {F} and the {half_S} shows {S}"] is None  # "upper half" is not the generator's
     assert sum(v is True for v in rule.values()) == 6
+
+
+def _new_words_of(kind: str) -> set[str]:
+    """The words of one kind's new synonyms (data_prep.phrasing's tables), less any the generator also writes."""
+    table = {"count": phrasing._NEW_COUNT, "size": phrasing._NEW_SIZE, "colour": phrasing._NEW_COLOUR,
+             "texture": phrasing._NEW_TEXTURE, "shape": phrasing._NEW_SHAPE, "relation": phrasing._NEW_RELATION}[kind]
+    return phrasing._words(table) - phrasing.GENERATOR_WORDS
+
+
+@pytest.mark.parametrize("kind", phrasing.WORD_KINDS)
+def test_new_words_of_one_kind_change_only_that_kind(data, kind):
+    """new_words=(kind,): that kind's synonyms wherever it has one, no other kind's, and the scene still read right."""
+    # ("lower" is a frame word too: "the lower half shows S")
+    others = set().union(*(_new_words_of(k) for k in phrasing.WORD_KINDS if k != kind)) - phrasing.FRAME_WORDS
+    read = _reader()
+    used = set()
+    for i, scene in enumerate(data["test"]["scene"][:60]):
+        scene = json.loads(scene)
+        want = tuple([scene["relation"]] + [{k: scene[r][k] for k in ("colour", "shape", "count")}
+                                            for r in ("subject", "object")])
+        for c in phrasing.phrase_captions(scene, np.random.default_rng(i), new_words=(kind,)):
+            words = phrasing.caption_words(c)
+            assert not words & others, (kind, c)
+            used |= words & _new_words_of(kind)
+            assert read(c) == want, c
+            if kind == "colour":
+                assert not words & set(COLOURS), c  # every colour said with a synonym
+    assert used, f"no caption used a new {kind} word"
+
+
+def test_new_words_true_and_false_are_all_kinds_and_none(data):
+    """The two splits' modes are unchanged: True is every kind named, False none (the same draws, the same captions)."""
+    for i, scene in enumerate(data["test"]["scene"][:20]):
+        scene = json.loads(scene)
+        assert phrasing.phrase_captions(scene, np.random.default_rng(i), True) == \
+            phrasing.phrase_captions(scene, np.random.default_rng(i), phrasing.WORD_KINDS)
+        assert phrasing.phrase_captions(scene, np.random.default_rng(i), False) == \
+            phrasing.phrase_captions(scene, np.random.default_rng(i), ())
+
+
+def test_new_words_refuses_an_unknown_kind():
+    with pytest.raises(ValueError, match=r"unknown kinds of word \['hue'\]; choose from \['count'"):
+        phrasing.new_word_kinds(("colour", "hue"))
+    assert phrasing.new_word_kinds("shape") == {"shape"}
