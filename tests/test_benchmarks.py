@@ -57,11 +57,12 @@ def test_phrasing_benchmark_smoke_mode(tmp_path, capsys):
 
     data = synthetic.build(tmp_path / "data", n_train=64, n_val=8, n_test=8, progress=False, more_frames=0.3)
     result = phrasing.main(["--smoke", "--data", str(data), "--cache", str(tmp_path / "runs"), "--lr", "1e-3",
-                            "--base-frames-until", "0.05"])
+                            "--base-frames-until", "0.05", "--switch-accuracy", "0.5"])
     run = result["runs"][0]
     assert [v["step"] for v in run["curve"]] == [1, 2]
     config = json.loads(next((tmp_path / "runs").glob("*/last/train_config.json")).read_text())
     assert config["lr"] == 1e-3 and config["max_steps"] == 2 and config["base_frames_until_accuracy"] == 0.05
+    assert config["switch_accuracy"] == 0.5
     for name in ("test_frames", "test_words"):
         frames = run["splits"][name]["frames"]
         assert list(frames) == list(FRAMES) and sum(f["captions"] for f in frames.values()) == 8 * 5
