@@ -250,9 +250,9 @@ def main(argv=None) -> dict:
 
     layers = [layer for _, layer in model.config.levels]
     names = [f"level {i + 1} (layer {layer})" for i, layer in enumerate(layers)]
-    readings = {"MiniLM as shipped": word_reading(minilm_as_shipped(layers), load_tokenizer(model.config),
-                                                  args.contexts),
-                "the checkpoint": word_reading(model.encode_text, load_tokenizer(model.config), args.contexts)}
+    tokenizer = load_tokenizer(model.config)  # MiniLM's WordPiece vocabulary, which the checkpoint's encoder shares
+    readings = {"MiniLM as shipped": word_reading(minilm_as_shipped(layers), tokenizer, args.contexts),
+                "the checkpoint": word_reading(model.encode_text, tokenizer, args.contexts)}
     print(f"\n### New words read as their meaning (nearest of their kind's meanings, {args.contexts} captions each)"
           f"\n\n{_reading_table(readings, names)}")
     result = {"checkpoint": args.checkpoint, "images": len(test),
