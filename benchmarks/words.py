@@ -65,11 +65,9 @@ MEANINGS = _meanings()
 
 # ----------------------------------------------------------------------------- 1. one kind of word at a time
 def kind_captions(split, kinds, seed: int) -> list[list[str]]:
-    """Five held-out-grammar captions of every row's scene, new synonyms for ``kinds`` only; each row's
-    generator seeded as ``data_prep.synthetic`` seeds ``test_words``'s (all kinds: exactly its captions)."""
-    stream = synthetic._STREAM["test_words"]
-    return [phrasing.phrase_captions(json.loads(scene), np.random.default_rng([seed, stream, i]), kinds)
-            for i, scene in enumerate(split["scene"])]
+    """Five held-out-grammar captions of every row's scene, new synonyms for ``kinds`` only, drawn as
+    ``test_words``'s are (all kinds: exactly its captions)."""
+    return synthetic.phrasing_split_captions("test_words", split["scene"], seed, tuple(kinds))
 
 
 def by_kind(model, test, seed: int, progress: bool = False) -> dict[str, dict]:

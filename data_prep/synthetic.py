@@ -373,11 +373,24 @@ def generate(
     rows = {split: [row for job, row in zip(jobs, made) if job[0] == split]
             for split in ("train", "val", "test", UNSEEN_SPLIT)}
     for name in PHRASING_SPLITS:  # the test rows again, captions from the held-out grammar
-        rows[name] = [{**row, "captions": phrase_captions(json.loads(row["scene"]),
-                                                          np.random.default_rng([seed, _STREAM[name], i]),
-                                                          name == "test_words")}
-                      for i, row in enumerate(rows["test"])]
+        written = phrasing_split_captions(name, [row["scene"] for row in rows["test"]], seed)
+        rows[name] = [{**row, "captions": caps} for row, caps in zip(rows["test"], written)]
     return datasets.DatasetDict({name: _dataset(rows[name]) for name in (*SPLITS, *GENERALISATION_SPLITS)})
+
+
+def phrasing_split_captions(split: str, scenes: list[str], seed: int,
+                            new_words: bool | tuple[str, ...] | None = None) -> list[list[str]]:
+    """The five captions of each row of phrasing split ``split`` (``test_frames`` or ``test_words``), from its
+    ``scene`` records (JSON strings), drawn as ``generate`` draws them: row i from its own stream
+    ``[seed, split, i]``. ``new_words`` (``data_prep.phrasing.phrase_captions``'s) replaces the split's own choice
+    (every kind of word new for ``test_words``, none for ``test_frames``): ``benchmarks/words.py`` draws
+    ``test_words``'s captions with new synonyms for one kind of word at a time."""
+    if split not in PHRASING_SPLITS:
+        raise ValueError(f"{split!r} is not a phrasing split; choose one of {list(PHRASING_SPLITS)}")
+    if new_words is None:
+        new_words = split == "test_words"
+    return [phrase_captions(json.loads(scene), np.random.default_rng([seed, _STREAM[split], i]), new_words)
+            for i, scene in enumerate(scenes)]
 
 
 # What each split is, for the dataset card (synthetic.json beside the data).

@@ -70,6 +70,20 @@ def test_phrasing_splits_are_the_test_images_with_other_captions(data):
         assert not held_out & {c for caps in test["captions"] for c in caps}
 
 
+def test_phrasing_split_captions_redraws_each_split_and_one_kind_at_a_time(data):
+    scenes = data["test"]["scene"]
+    for name in PHRASING_SPLITS:  # the one function generate writes them with
+        assert synthetic.phrasing_split_captions(name, scenes, SMALL["seed"]) == data[name]["captions"]
+    assert synthetic.phrasing_split_captions("test_words", scenes, SMALL["seed"], phrasing.WORD_KINDS) == \
+        data["test_words"]["captions"]
+    colour = synthetic.phrasing_split_captions("test_words", scenes[:20], SMALL["seed"], ("colour",))
+    assert colour != data["test_words"]["captions"][:20]
+    new_colours = {w for ws in phrasing._NEW_COLOUR.values() for w in ws}
+    assert any(w in new_colours for caps in colour for c in caps for w in phrasing.caption_words(c))
+    with pytest.raises(ValueError, match="'test' is not a phrasing split; choose one of"):
+        synthetic.phrasing_split_captions("test", scenes, 0)
+
+
 def test_no_held_out_caption_is_a_caption_of_the_generators_grammar(data):
     for name in PHRASING_SPLITS:
         for caps in data[name]["captions"]:
