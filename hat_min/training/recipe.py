@@ -168,11 +168,14 @@ TRAIN_PRESETS = {
     # of whole families of hard negatives (a bit over half an epoch of the generated data), the rate cooled down
     # to zero over the last 150. A caption curriculum (from 2026-12-04, with the default data's captions in frames
     # whose word order does not give the roles away): the generator's ten base frames alone until the running
-    # in-batch accuracy reaches 0.6 (the roles found), then every caption.
+    # in-batch accuracy reaches 0.6 (the roles found), then every caption. The loss (from 2026-12-05): InfoNCE
+    # until that accuracy passes 0.65, HAT's hardest negative after. On batches of whole families the accuracy
+    # stays near 0.5 until the roles are found; switching to the hardest negative at 0.25, before them, left the
+    # roles late or never found in some seeds (benchmarks/README.md, "InfoNCE until the roles are found").
     "demo": TrainConfig(epochs=1, max_steps=400, batch_size=64, lr=5e-4, optimizer="adamw", weight_decay=1e-4,
                         schedule="constant", warmup_steps=60, cooldown_steps=150, negatives="curriculum",
-                        start_loss="infonce", freeze_text=True, text_train_layers=6, global_loss_weight=0.5,
-                        val_images=200, batch_by_family="always", checkpoint_every=100,
+                        start_loss="infonce", switch_accuracy=0.65, freeze_text=True, text_train_layers=6,
+                        global_loss_weight=0.5, val_images=200, batch_by_family="always", checkpoint_every=100,
                         base_frames_until_accuracy=0.6),
 }
 # Notebooks 02, 03 and 05 (the minilm model): the demo recipe, validated every 100 steps so that notebook 03
