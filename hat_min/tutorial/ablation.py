@@ -211,12 +211,17 @@ def run_ablation(variants: Grid, train_config: TrainConfig, data_dir: str | Path
     return table
 
 
-def family_columns(sims: torch.Tensor, labels, captions_per_image: int = 5) -> tuple[dict[str, float], dict]:
+def family_columns(sims: torch.Tensor, labels, captions_per_image: int = 5,
+                   winoground: bool = False) -> tuple[dict[str, float], dict]:
     """One run's within-family columns, ``FAMILY_METRICS`` and their means ``SUMMARY_METRICS`` (percent, from
-    ``family_accuracy``), and the hits and queries per test family behind them ({metric: (F, 2)}, ``family_counts``)."""
+    ``family_accuracy``), and the hits and queries per test family behind them ({metric: (F, 2)}, ``family_counts``).
+    ``winoground``: also ``family_accuracy``'s Winoground scores (``winoground_*``), last."""
     family = family_accuracy(sims, labels, captions_per_image)
     counts = {m: c for m, c in family_counts(sims, labels, captions_per_image).items() if m in FAMILY_METRICS}
-    return {**{m: family[m] for m in FAMILY_METRICS if m in family}, **summary_metrics(family)}, counts
+    columns = {**{m: family[m] for m in FAMILY_METRICS if m in family}, **summary_metrics(family)}
+    if winoground:
+        columns.update({m: v for m, v in family.items() if m.startswith("winoground_")})
+    return columns, counts
 
 
 def summary_metrics(family: Mapping[str, float]) -> dict[str, float]:

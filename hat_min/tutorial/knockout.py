@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from ..evaluation.compositional import family_labels, winoground_scores
+from ..evaluation.compositional import family_labels
 from ..evaluation.knockout import family_level_scores, level_subsets
 from ..evaluation.protocols import encode, level_similarity
 from ..metrics import recall_at_k
@@ -44,10 +44,9 @@ def knockout(model: nn.Module, split, progress: bool = False, cache_dir: str | P
     for subset in level_subsets(len(cfg.levels)):
         name = subset_name(subset, len(cfg.levels))
         sims = scores.sims(subset)  # (N_img, N_cap), -inf outside families
-        family, counts[KNOCKOUT, name, 0] = family_columns(sims, labels, cpi)  # as run_ablation's rows
+        family, counts[KNOCKOUT, name, 0] = family_columns(sims, labels, cpi, winoground=True)  # as run_ablation's
         rows.append({"question": KNOCKOUT, "variant": name, "seed": 0, "models": 1, "levels": len(subset),
-                     "direction": cfg.direction, "lambda": cfg.lambda_softmax, **family,
-                     **winoground_scores(sims, labels, cpi)})
+                     "direction": cfg.direction, "lambda": cfg.lambda_softmax, **family})
     table = pd.DataFrame(rows)
     table.attrs.update(trained=0, cached=0, family_counts=FamilyCounts(counts))
     return table
