@@ -78,13 +78,17 @@ class BertLayers(nn.Module):
                              f"{config.text_model!r} has {n_layers} layers")
         self.bert.encoder.layer = self.bert.encoder.layer[: self.layers[-1]]  # deeper layers are unused
         self.width = self.bert.config.hidden_size
-        self.attention = self.loaded_attention = getattr(self.bert.config, "_attn_implementation", None) or "sdpa"
+        self.loaded_attention = self.attention
+
+    @property
+    def attention(self) -> str:
+        """The attention implementation the encoder runs now, as transformers' config records it."""
+        return getattr(self.bert.config, "_attn_implementation", None) or "sdpa"
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> dict[int, Tensor]:
         attention = CPU_ATTENTION if input_ids.device.type == "cpu" else self.loaded_attention
         if attention != self.attention:
             self.bert.set_attn_implementation(attention)
-            self.attention = attention
         bf16 = self.bf16_cpu and input_ids.device.type == "cpu" and not _cpu_autocast_on() and cpu_has_native_bf16()
         with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
             out = self.bert(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
