@@ -21,7 +21,7 @@ accuracy reaches 0.6, i.e. until the roles are found through the order of the wo
     python benchmarks/phrasing.py --data data/more --max-steps 1000      # a longer run
     python benchmarks/phrasing.py --data data/more --lr 1e-3             # a higher rate
     python benchmarks/phrasing.py --data data/more --base-frames-until 0.6 --seeds 0 1 2   # the curriculum
-    python benchmarks/phrasing.py --switch-accuracy 0.65 --seeds 0 1 2 3   # InfoNCE until the roles are found
+    python benchmarks/phrasing.py --switch-accuracy 0.25 --seeds 0 1 2 3   # the hardest negative early (before 2026-12-05)
     python benchmarks/phrasing.py --smoke --data DIR                # 2 steps (checks that it runs)
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main(argv=None) -> dict:
                         "this (a caption curriculum; default: none)")
     p.add_argument("--switch-accuracy", type=float, default=None, metavar="ACCURACY",
                    help="the curriculum's loss (InfoNCE) gives way to HAT's hardest negative when the running "
-                        "in-batch accuracy passes this, instead of the recipe's 0.25")
+                        "in-batch accuracy passes this, instead of the recipe's (0.65 since 2026-12-05, 0.25 before)")
     p.add_argument("--smoke", action="store_true", help="2 steps, 8 images (checks that it runs)")
     args = p.parse_args(argv)
     overrides = {"max_steps": 2, "warmup_steps": 1, "cooldown_steps": 1, "val_every": 1, "val_images": 8} \
