@@ -6,6 +6,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -167,3 +168,54 @@ def test_anchor_table_sets_the_measured_data_beside_flickr30k():
     assert ours["distinct words (vocabulary)"] == "3" and ours["split (train / val / test)"] == "8 / 1 / 1"
     assert published["images"] == "31,783" and published["captions"] == f"{5 * 31_783:,}"
     assert published["split (train / val / test)"] == "29,000 / 1,014 / 1,000"
+
+
+def _checks():
+    rows = []
+    # notebook 04's knock-out on test_words: the variant within noise sits at the bottom right
+    for split, first in [("test", -60.0), ("test_words", -26.0)]:
+        for variant, diff in [("level 1", first), ("level 2", -3.0), ("level 3", -1.8), ("levels 2+3", 0.8)]:
+            rows.append({"split": split, "variant": variant, "reference": "all levels", "metric": "family_mean",
+                         "difference": diff, "se": 0.5, "se_total": 0.6,
+                         "verdict": "within noise" if variant == "levels 2+3" else "lower"})
+    return pd.DataFrame(rows)
+
+
+def test_contrast_figure_draws_each_difference_and_its_legend_covers_no_point():
+    checks = _checks()
+    fig = plots.contrast_figure(checks, by="split")
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["test", "test_words"]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = panels[-1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["beyond 2 se", "within noise"]
+    box = legend.get_window_extent(renderer)
+    for ax, (_, part) in zip(panels, checks.groupby("split", sort=False)):
+        dots = [c for c in ax.collections if isinstance(c, matplotlib.collections.PathCollection)]
+        drawn = np.concatenate([c.get_offsets() for c in dots if len(c.get_offsets())])
+        assert sorted(drawn[:, 0].tolist()) == sorted(part["difference"].tolist())
+        for x, y in ax.transData.transform(drawn):
+            assert not box.contains(x, y), f"the legend covers the point at ({x:.0f}, {y:.0f}) in {ax.get_title()}"
+    plt.close(fig)
+
+
+def test_contrast_figure_refuses_an_empty_table():
+    with pytest.raises(ValueError, match="no contrasts"):
+        plots.contrast_figure(_checks().iloc[:0], by="split")
+
+
+@pytest.mark.parametrize("panels", [1, 2, 3, 4])
+def test_contrast_figure_puts_the_first_variant_on_top_in_every_panel(panels):
+    one = _checks().query("split == 'test_words'")
+    checks = pd.concat([one.assign(split=f"split {k}") for k in range(panels)], ignore_index=True)
+    fig = plots.contrast_figure(checks, by="split")
+    fig.canvas.draw()
+    drawn = [ax for ax in fig.axes if ax.get_title()]
+    assert len(drawn) == panels
+    labels = [t.get_text() for t in drawn[0].get_yticklabels()]  # the others share them, unlabelled
+    for ax in drawn:
+        heights = [ax.transData.transform((0, y))[1] for y in ax.get_yticks()]
+        assert [label for _, label in sorted(zip(heights, labels), reverse=True)] == list(dict.fromkeys(
+            checks["variant"]))
+    plt.close(fig)

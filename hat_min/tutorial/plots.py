@@ -380,10 +380,11 @@ def contrast_figure(checks, by: str | None = None, title: str = "", xlabel: str 
         ax.scatter(diff[~beyond], y[~beyond], facecolor="white", edgecolor="C0", zorder=3, label="within noise")
         ax.axvline(0, color="0.2", linestyle=":", linewidth=1)
         ax.set_yticks(y, variants)
-        ax.invert_yaxis()
+        ax.set_ylim(len(variants) - 0.5, -0.5)  # first variant on top; invert_yaxis toggles shared axes
         ax.set_title(str(group) if group is not None else "")
         ax.set_xlabel(xlabel or f"difference in {metric_label(part['metric'].dropna().iloc[0])} (points)")
-    axes[0][-1].legend(loc="lower right", fontsize=8)
+    # beside the last panel, not on it: inside, it can hide a point (it hid "levels 2+3" on test_words)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     fig.suptitle(title or f"each variant minus {checks['reference'].iloc[0]}: difference +- 2 se", y=1.0)
     fig.tight_layout()
     return fig
